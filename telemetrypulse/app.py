@@ -1,0 +1,95 @@
+"""The Faust app: settings wiring only. Topics and tables are in `topology.py`, agents in `agents/`.
+
+`faust -A telemetrypulse.app worker -l info` imports this module; importing `agents` registers them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+import prometheus_client
+
+from telemetrypulse import db
+from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.settings import Settings, get_settings, kafka_ssl_context
+
+log = logging.getLogger(__name__)
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    context = kafka_ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+        return credentials
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class PipelineApp(faust.App):
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # Topics before the consumer subscribes (managed Kafka often disables auto-creation), and the
+        # schema before the sinks write; both wait for a service that is still starting.
+        from telemetrypulse.topology import ensure_pipeline_topics
+
+        await ensure_pipeline_topics(settings)
+        await db.wait_for_database(settings.dsn)
+        applied = await db.migrate(settings.dsn)
+        if applied:
+            log.info("applied migrations %s", applied)
+
+
+def create_app(settings: Settings) -> PipelineApp:
+    return PipelineApp(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=1,
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        producer_acks=-1,
+        producer_max_request_size=4 * 1024 * 1024,
+        producer_linger=0.005,
+        stream_buffer_maxsize=20000,
+        web_enabled=settings.worker_web_port != 0,
+        web_port=settings.worker_web_port or 6066,
+        web_host="127.0.0.1",
+        web_in_thread=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )
+
+
+try:
+    settings = get_settings()
+    settings.dsn  # noqa: B018 -- fail at start, with the variable's name, not at the first sink write
+except SettingsError as e:
+    raise SystemExit(f"telemetrypulse: configuration error: {e}") from None
+app = create_app(settings)
+
+from telemetrypulse.agents import process, sinks  # noqa: E402, F401 -- registers the agents
+
+
+@app.page("/metrics")
+async def metrics_page(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+    return web.bytes(prometheus_client.generate_latest(), content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+def main() -> None:
+    app.main()

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "telemetrypulse_events_total",
+    "Input messages by outcome: accepted, duplicate, late, replayed (skipped by a fence), rekeyed, or the DLQ reason",
+    ["outcome"],
+)
+ALERTS = Counter("telemetrypulse_alerts_total", "Alert episodes opened and resolved", ["status"])
+PROCESS_BATCH_SECONDS = Histogram("telemetrypulse_process_batch_seconds", "Time to process one input batch")
+PUBLISH_RETRIES = Counter(
+    "telemetrypulse_publish_retries_total", "Output publishes retried after a Kafka error"
+)
+SINK_ROWS = Counter("telemetrypulse_sink_rows_total", "Rows sent to PostgreSQL by the sink", ["table"])
+SINK_BATCH_SECONDS = Histogram(
+    "telemetrypulse_sink_batch_seconds", "Time to write one sink batch to PostgreSQL"
+)
+SINK_RETRIES = Counter("telemetrypulse_sink_retries_total", "Sink batches retried after a PostgreSQL error")
+CONSUMER_LAG = Gauge(
+    "telemetrypulse_consumer_lag", "Messages between the committed offset and the end", ["topic", "partition"]
+)

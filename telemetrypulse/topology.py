@@ -1,0 +1,36 @@
+"""Topics and tables of the stream worker, and their creation.
+
+Names derive from settings: public topics from TOPIC_*, internal ones from APP_ID, so two
+deployments can share a cluster.
+"""
+
+from __future__ import annotations
+
+from telemetrypulse.app import app, settings
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+events_topic = app.topic(settings.topic_events, partitions=settings.topic_partitions, **RAW)
+alerts_topic = app.topic(settings.topic_alerts, partitions=settings.topic_partitions, **RAW)
+dlq_topic = app.topic(settings.topic_dlq, partitions=settings.topic_partitions, **RAW)
+# Per batch and source partition, everything the PostgreSQL sink writes (state.BatchOutput).
+changes_topic = app.topic(
+    f"{settings.app_id}-changes", partitions=settings.topic_partitions, internal=True, **RAW
+)
+
+# One record per device: fence, watermark, dedup ids, open windows, latest values, open alerts.
+device_state_table = app.Table("device-state", partitions=settings.topic_partitions, default=None, **RAW)
+# Per source partition: the last offset whose side outputs (DLQ, re-keying) were published.
+partition_fence_table = app.Table(
+    "partition-fence", partitions=settings.topic_partitions, default=None, **RAW
+)
+
+
+async def ensure_pipeline_topics(settings_=settings) -> None:
+    from telemetrypulse.topics import ensure_topics
+
+    await ensure_topics(
+        settings_,
+        [settings_.topic_events, settings_.topic_alerts, settings_.topic_dlq, f"{settings_.app_id}-changes"],
+        settings_.topic_partitions,
+    )

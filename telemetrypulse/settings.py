@@ -26,7 +26,10 @@ ENV_FILES = (".devstack/env", ".env")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=ENV_FILES, extra="ignore", case_sensitive=False)
+    # An empty value means unset: compose files and copies of `.env.example` pass `NAME=` for options left blank.
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILES, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
@@ -71,6 +74,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_ssl_ca", "kafka_ssl_cert", "kafka_ssl_key", mode="before")
+    @classmethod
+    def _pem_newlines(cls, value: Any) -> Any:
+        # Some platforms store a multi-line secret as one line with literal "\n".
+        if isinstance(value, str) and "\\n" in value and "\n" not in value.strip():
+            return value.replace("\\n", "\n")
+        return value
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -123,10 +134,16 @@ class Settings(BaseSettings):
         return modes[-1] if modes else None
 
 
+def _is_secret(field: str) -> bool:
+    info = Settings.model_fields.get(field)
+    return info is None or "SecretStr" in repr(info.annotation)
+
+
 def _describe(error: dict[str, Any]) -> str:
     field = ".".join(str(part) for part in error.get("loc", ())) or "settings"
     got = error.get("input")
-    shown = "" if isinstance(got, dict) or "password" in field or "key" in field else f" (got {got!r})"
+    # Secrets (a DATABASE_URL holds a password) are named, never echoed.
+    shown = "" if isinstance(got, dict) or _is_secret(field) else f" (got {got!r})"
     return f"{field.upper()}: {error.get('msg', 'invalid')}{shown}"
 
 
@@ -151,9 +168,12 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """
     if not settings.uses_tls:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if settings.kafka_ssl_ca is not None:
-        context.load_verify_locations(cadata=settings.kafka_ssl_ca.get_secret_value())
+    # A given CA is the only one trusted (a managed service's own CA); without one, the system's CAs.
+    ca = settings.kafka_ssl_ca.get_secret_value() if settings.kafka_ssl_ca is not None else None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca)
+    except ssl.SSLError as e:
+        raise SettingsError(f"KAFKA_SSL_CA: cannot load the CA certificate: {e}") from None
     if settings.kafka_ssl_cert is not None and settings.kafka_ssl_key is not None:
         with tempfile.TemporaryDirectory(prefix="telemetrypulse-tls-") as folder:
             paths = {}
@@ -164,11 +184,13 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
                     f.write(secret.get_secret_value())
                 paths[name] = str(path)
             try:
-                context.load_cert_chain(paths["cert.pem"], paths["key.pem"])
+                # The password callback keeps OpenSSL from prompting on the terminal for an encrypted key.
+                context.load_cert_chain(paths["cert.pem"], paths["key.pem"], password=lambda: "")
             except ssl.SSLError as e:
                 raise SettingsError(
-                    f"KAFKA_SSL_CERT/KAFKA_SSL_KEY: cannot load the client certificate: {e}"
-                ) from e
+                    "KAFKA_SSL_CERT/KAFKA_SSL_KEY: cannot load the client certificate "
+                    f"(mismatched pair, or an encrypted key, which is not supported): {e}"
+                ) from None
     return context
 
 

@@ -35,6 +35,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 class PipelineApp(faust.App):
     async def on_first_start(self) -> None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
         await super().on_first_start()
         # Topics before the consumer subscribes (managed Kafka often disables auto-creation), and the
         # schema before the sinks write; both wait for a service that is still starting.

@@ -18,11 +18,13 @@ changes_topic = app.topic(
     f"{settings.app_id}-changes", partitions=settings.topic_partitions, internal=True, **RAW
 )
 
+# Tables take their serializers from the app (raw bytes: the records are orjson of our own).
+TABLE = {"key_type": bytes, "value_type": bytes}
 # One record per device: fence, watermark, dedup ids, open windows, latest values, open alerts.
-device_state_table = app.Table("device-state", partitions=settings.topic_partitions, default=None, **RAW)
+device_state_table = app.Table("device-state", partitions=settings.topic_partitions, default=None, **TABLE)
 # Per source partition: the last offset whose side outputs (DLQ, re-keying) were published.
 partition_fence_table = app.Table(
-    "partition-fence", partitions=settings.topic_partitions, default=None, **RAW
+    "partition-fence", partitions=settings.topic_partitions, default=None, **TABLE
 )
 
 

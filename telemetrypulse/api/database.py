@@ -1,0 +1,82 @@
+"""Read access to PostgreSQL for the API: every query has a deadline, and "database down" becomes a 503.
+
+The pool is the read-only one (`db.create_pool(read_only=True)`: reader role, read-only transactions).
+A connection that died with the server (restart, failover) is retried once on a fresh one, so the first
+request after PostgreSQL comes back succeeds instead of failing on a stale pooled connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from telemetrypulse.api.errors import DATABASE_DOWN, DatabaseUnavailable
+
+_STALE_CONNECTION = (asyncpg.ConnectionDoesNotExistError, asyncpg.ConnectionFailureError, ConnectionError)
+
+
+class Reader:
+    """Runs read queries on the pool within `timeout_s`."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def fetch(self, sql: str, *args: Any, timeout_s: float | None = None) -> list[asyncpg.Record]:
+        return await self._run("fetch", sql, args, timeout_s)
+
+    async def fetchrow(self, sql: str, *args: Any, timeout_s: float | None = None) -> asyncpg.Record | None:
+        return await self._run("fetchrow", sql, args, timeout_s)
+
+    async def fetchval(self, sql: str, *args: Any, timeout_s: float | None = None) -> Any:
+        return await self._run("fetchval", sql, args, timeout_s)
+
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...], timeout_s: float | None) -> Any:
+        deadline = self.timeout_s if timeout_s is None else timeout_s
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(deadline):
+                    async with self.pool.acquire() as conn:
+                        return await getattr(conn, method)(sql, *args)
+            except _STALE_CONNECTION as e:
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"PostgreSQL connection lost: {type(e).__name__}") from e
+            except TimeoutError as e:
+                raise DatabaseUnavailable(f"PostgreSQL did not answer within {deadline:g} s") from e
+            except DATABASE_DOWN as e:
+                raise DatabaseUnavailable(f"PostgreSQL is not reachable: {type(e).__name__}: {e}") from e
+        raise AssertionError("unreachable")
+
+
+class WhereClause:
+    """Builds `WHERE a = $1 AND b = $2` from the filters actually given.
+
+    Optional filters are left out of the SQL rather than written as `($1 IS NULL OR a = $1)`, which
+    keeps each statement indexable (a generic plan cannot use an index through that OR).
+    """
+
+    def __init__(self, first_param: int = 1) -> None:
+        self.conditions: list[str] = []
+        self.args: list[Any] = []
+        self._next = first_param
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        placeholder = f"${self._next}"
+        self._next += 1
+        return placeholder
+
+    def equals(self, column: str, value: Any) -> WhereClause:
+        if value is not None:
+            self.conditions.append(f"{column} = {self.param(value)}")
+        return self
+
+    def add(self, condition: str, *values: Any) -> WhereClause:
+        """`condition` holds `{}` for each value, in order."""
+        self.conditions.append(condition.format(*(self.param(v) for v in values)))
+        return self
+
+    def sql(self) -> str:
+        return ("WHERE " + " AND ".join(self.conditions)) if self.conditions else ""

@@ -1,0 +1,27 @@
+"""One APIRouter per resource; `ROUTERS` is the order they are mounted in."""
+
+from telemetrypulse.api.routes import (
+    alerts,
+    dashboard,
+    devices,
+    health,
+    heatmap,
+    ingest,
+    metrics,
+    sites,
+    status,
+    trends,
+)
+
+ROUTERS = [
+    health.router,
+    sites.router,
+    devices.router,
+    status.router,
+    trends.router,
+    heatmap.router,
+    alerts.router,
+    ingest.router,
+    metrics.router,
+    dashboard.router,
+]

@@ -1,0 +1,58 @@
+"""`GET /status/live`: per zone and sensor, the latest value and the current window's average.
+
+`latest_value` is the mean of the latest readings of the zone's devices (each device counts once,
+however often it reports); `latest_ts` is the newest of them. The window is the 5-minute window that
+contains `latest_ts` — the open window while data flows, and still meaningful when replaying old data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.deps import ReaderDep, SiteIdQuery
+from telemetrypulse.api.routes.common import READ_ERRORS, level_of, unit_of
+from telemetrypulse.api.schemas import LiveStatus
+
+router = APIRouter(prefix="/status", tags=["status"], responses=READ_ERRORS)
+
+
+@router.get(
+    "/live", response_model=LiveStatus, summary="Latest value and current-window average per zone and sensor"
+)
+async def live_status(reader: ReaderDep, site_id: SiteIdQuery = None) -> LiveStatus:
+    where = WhereClause().equals("site_id", site_id)
+    # LATERAL keeps the zone roll-up view evaluated per row with its quals pushed down to the
+    # (site_id, zone_id, sensor_type, window_start) index, instead of aggregating every window.
+    rows = await reader.fetch(
+        f"""
+        WITH latest AS (
+            SELECT site_id, zone_id, sensor_type,
+                   avg(value)                                                   AS latest_value,
+                   max(ts_event)                                                AS latest_ts,
+                   count(*)::int                                                AS device_count,
+                   date_bin('5 minutes', max(ts_event), timestamptz 'epoch')    AS window_start
+            FROM telemetry_device_latest {where.sql()}
+            GROUP BY site_id, zone_id, sensor_type
+        )
+        SELECT l.*, l.window_start + interval '5 minutes' AS window_end,
+               w.avg_value AS window_avg, w.min_value AS window_min, w.max_value AS window_max,
+               coalesce(w.count_events, 0)::bigint AS window_count
+        FROM latest l
+        LEFT JOIN LATERAL (
+            SELECT a.avg_value, a.min_value, a.max_value, a.count_events
+            FROM telemetry_agg_5m a
+            WHERE a.site_id = l.site_id AND a.zone_id = l.zone_id AND a.sensor_type = l.sensor_type
+              AND a.window_start = l.window_start
+        ) w ON true
+        ORDER BY l.site_id, l.zone_id, l.sensor_type
+        """,
+        *where.args,
+    )
+    items = [
+        dict(r, unit=unit_of(r["sensor_type"]), level=level_of(r["sensor_type"], r["latest_value"]))
+        for r in rows
+    ]
+    return LiveStatus(site_id=site_id, generated_at=datetime.now(UTC), items=items)

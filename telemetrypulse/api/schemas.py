@@ -1,0 +1,278 @@
+"""Response models of the API, named for what they return. Times are ISO-8601 UTC (`Z`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class SensorType(StrEnum):
+    co2 = "co2"
+    temperature = "temperature"
+    humidity = "humidity"
+    occupancy = "occupancy"
+
+
+class WindowSize(StrEnum):
+    five_minutes = "5m"
+    fifteen_minutes = "15m"
+
+    @property
+    def seconds(self) -> int:
+        return 300 if self is WindowSize.five_minutes else 900
+
+    @property
+    def device_table(self) -> str:
+        return "telemetry_device_agg_5m" if self is WindowSize.five_minutes else "telemetry_device_agg_15m"
+
+
+class HeatmapMetric(StrEnum):
+    avg = "avg"
+    max = "max"
+
+
+class AlertStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"
+
+
+Level = Literal["ok", "warn", "alert"]
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+# pydantic writes a UTC datetime with `Z`; converting on the way in makes every output UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class FieldError(BaseModel):
+    location: str = Field(description="Where the problem is: `query.window`, `body.3`, `header.x-api-key`, …")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 503 body."""
+
+    error: str = Field(description="Machine-readable reason", examples=["invalid_parameter"])
+    detail: str = Field(
+        description="Human-readable explanation",
+        examples=["query.window: Input should be '5m' or '15m' (got '1h')"],
+    )
+    errors: list[FieldError] = Field(
+        default_factory=list, description="One entry per offending field, if any"
+    )
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class DependencyCheck(BaseModel):
+    ok: bool
+    latency_ms: float = Field(description="Time the check took")
+    detail: str | None = Field(None, description="Why the check failed")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, DependencyCheck] = Field(description="`postgres` and `kafka`")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "checks": {
+                        "postgres": {"ok": True, "latency_ms": 1.2},
+                        "kafka": {"ok": True, "latency_ms": 3.4},
+                    },
+                }
+            ]
+        }
+    )
+
+
+class Site(ApiModel):
+    site_id: str = Field(examples=["site-01"])
+    zones: list[str] = Field(description="Zone ids with at least one device", examples=[["zone-a", "zone-b"]])
+    device_count: int = Field(ge=0)
+    sensor_types: list[SensorType]
+    last_seen: UtcDatetime = Field(description="Greatest event time of any latest reading in the site")
+
+
+class SiteList(ApiModel):
+    items: list[Site]
+
+
+class DeviceSummary(ApiModel):
+    device_id: str = Field(examples=["dev-0001"])
+    site_id: str
+    zone_id: str
+    sensor_types: list[SensorType]
+    last_seen: UtcDatetime = Field(description="Event time of the device's most recent accepted reading")
+
+
+class DeviceList(ApiModel):
+    items: list[DeviceSummary]
+    next_cursor: str | None = Field(
+        None, description="Pass as `after` for the next page; null on the last page"
+    )
+
+
+class SensorReading(ApiModel):
+    sensor_type: SensorType
+    value: float
+    unit: str = Field(examples=["ppm"])
+    ts_event: UtcDatetime
+    event_id: UUID
+
+
+class Alert(ApiModel):
+    alert_id: UUID
+    status: AlertStatus
+    rule: str = Field(examples=["threshold"])
+    alert_type: str = Field(examples=["CO2_HIGH"])
+    device_id: str
+    site_id: str
+    zone_id: str
+    sensor_type: SensorType
+    threshold: float
+    value: float = Field(description="The opening reading")
+    peak_value: float = Field(description="Highest accepted value while open")
+    opened_at: UtcDatetime
+    resolved_at: UtcDatetime | None
+    event_id: UUID = Field(description="The opening reading's event_id")
+    change_seq: int = Field(description="Position in the alert change feed (the SSE `id`)")
+
+
+class DeviceDetail(ApiModel):
+    device_id: str
+    site_id: str = Field(description="Site of the most recent reading")
+    zone_id: str = Field(description="Zone of the most recent reading")
+    last_seen: UtcDatetime | None
+    sensors: list[SensorReading] = Field(description="Latest accepted reading per sensor")
+    open_alerts: list[Alert]
+
+
+class ZoneSensorStatus(ApiModel):
+    site_id: str
+    zone_id: str
+    sensor_type: SensorType
+    unit: str
+    latest_value: float = Field(
+        description="Mean of the latest readings of the zone's devices for this sensor"
+    )
+    latest_ts: UtcDatetime = Field(description="Event time of the newest of those readings")
+    device_count: int = Field(description="Devices contributing to `latest_value`")
+    window_start: UtcDatetime = Field(description="Start of the 5-minute window containing `latest_ts`")
+    window_end: UtcDatetime
+    window_avg: float | None = Field(
+        description="Zone average over that window (null if it has no aggregate yet)"
+    )
+    window_min: float | None
+    window_max: float | None
+    window_count: int = Field(description="Events aggregated in that window")
+    level: Level | None = Field(description="`latest_value` against the alert thresholds; null for occupancy")
+
+
+class LiveStatus(ApiModel):
+    site_id: str | None
+    generated_at: UtcDatetime
+    items: list[ZoneSensorStatus]
+
+
+class TrendPoint(ApiModel):
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    count_events: int
+    avg_value: float
+    min_value: float
+    max_value: float
+    device_count: int
+
+
+class TrendSeries(ApiModel):
+    sensor_type: SensorType
+    unit: str
+    points: list[TrendPoint]
+
+
+class TrendScope(BaseModel):
+    site_id: str | None = None
+    zone_id: str | None = None
+    device_id: str | None = None
+
+
+class Trends(ApiModel):
+    window: WindowSize
+    scope: TrendScope
+    start: UtcDatetime = Field(description="Inclusive; windows starting at or after it")
+    end: UtcDatetime = Field(description="Exclusive; windows starting before it")
+    series: list[TrendSeries] = Field(description="One series per sensor type with data, points oldest first")
+
+
+class Thresholds(BaseModel):
+    open_above: float
+    resolve_at_or_below: float
+
+
+class HeatmapCell(BaseModel):
+    value: float = Field(description="The chosen metric (avg or max) for the zone in the window")
+    count_events: int
+    device_count: int
+    avg_value: float
+    min_value: float
+    max_value: float
+    level: Level | None = Field(
+        description="ok ≤ resolve level < warn ≤ open threshold < alert; null for occupancy"
+    )
+
+
+class Heatmap(ApiModel):
+    sensor_type: SensorType
+    unit: str
+    window: WindowSize
+    metric: HeatmapMetric
+    window_start: UtcDatetime | None = Field(description="null when there is no data at all for this sensor")
+    window_end: UtcDatetime | None
+    thresholds: Thresholds | None
+    sites: list[str] = Field(description="Row labels")
+    zones: list[str] = Field(description="Column labels")
+    cells: list[list[HeatmapCell | None]] = Field(
+        description="cells[row][column]; null where the zone has no data"
+    )
+
+
+class AlertPage(ApiModel):
+    items: list[Alert] = Field(description="Newest first (by opened_at, then alert_id)")
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class IngestAccepted(BaseModel):
+    accepted: int = Field(examples=[1])
+    event_ids: list[str] = Field(examples=[["0f8fad5b-d9cb-469f-a165-70867728950e"]])
+
+
+class IngestItemError(BaseModel):
+    index: int = Field(description="Position of the item in the submitted array")
+    error: str = Field(description="Reason code, as in the DLQ (SPEC §6)", examples=["invalid_field"])
+    detail: str
+
+
+class IngestBatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    event_ids: list[str] = Field(description="Ids of the accepted events, in submission order")
+    errors: list[IngestItemError] = Field(description="One entry per rejected item")

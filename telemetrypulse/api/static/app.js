@@ -1,0 +1,457 @@
+// TelemetryPulse dashboard: plain JS and SVG, no external library, so it works offline.
+// Polls the read endpoints every few seconds; alerts arrive live over SSE (/alerts/stream).
+"use strict";
+
+const REFRESH_MS = 5000;
+const LISTS_REFRESH_MS = 30000;
+const MAX_ALERTS = 200;
+const SENSORS = ["co2", "temperature", "humidity", "occupancy"];
+const WINDOWS = ["5m", "15m"];
+const DECIMALS = { co2: 0, temperature: 1, humidity: 1, occupancy: 0 };
+// SPEC §5 thresholds; the heatmap response carries them too, trends do not.
+const THRESHOLDS = {
+  co2: { open_above: 1000, resolve_at_or_below: 950 },
+  temperature: { open_above: 30, resolve_at_or_below: 29 },
+  humidity: { open_above: 80, resolve_at_or_below: 77 },
+};
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  sites: [],
+  devices: [],
+  alerts: new Map(),
+  maxSeq: 0,
+  selectedCell: null,
+  device: null,
+};
+
+// ---------- helpers ----------
+async function api(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(`${response.status} ${detail}`);
+  }
+  return response.json();
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function fmt(value, sensor) {
+  if (value === null || value === undefined) return "–";
+  return Number(value).toFixed(DECIMALS[sensor] ?? 1);
+}
+
+function hhmm(iso) {
+  return iso ? iso.slice(11, 16) : "";
+}
+
+function shortTime(iso) {
+  return iso ? `${iso.slice(5, 10)} ${iso.slice(11, 19)}Z` : "";
+}
+
+function fillSelect(select, values, labels) {
+  const previous = select.value;
+  select.replaceChildren(...values.map((v, i) => el("option", { value: v, text: labels ? labels[i] : v })));
+  if (values.includes(previous)) select.value = previous;
+}
+
+function mix(a, b, t) {
+  const pa = a.match(/\w\w/g).map((h) => parseInt(h, 16));
+  const pb = b.match(/\w\w/g).map((h) => parseInt(h, 16));
+  const c = pa.map((x, i) => Math.round(x + (pb[i] - x) * Math.min(1, Math.max(0, t))));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+// Colour against the thresholds: green up to the resolve level, amber up to the open threshold,
+// red above it (darker the further above). Occupancy has no thresholds: blue by share of the maximum.
+function cellColour(value, sensor, thresholds, maxValue) {
+  if (!thresholds) return mix("1e3a5f", "29b6f6", maxValue > 0 ? value / maxValue : 0);
+  const { open_above: high, resolve_at_or_below: low } = thresholds;
+  if (value > high) return mix("e53935", "7f0000", (value - high) / (high * 0.5));
+  if (value > low) return mix("f9a825", "ef6c00", (value - low) / (high - low));
+  return mix("1b5e20", "7cb342", value / low);
+}
+
+function setUpdated() {
+  $("updated").textContent = `updated ${new Date().toISOString().slice(11, 19)}Z`;
+}
+
+// ---------- heatmap ----------
+async function refreshHeatmap() {
+  const sensor = $("hm-sensor").value;
+  const params = new URLSearchParams({ sensor_type: sensor, window: $("hm-window").value, metric: $("hm-metric").value });
+  try {
+    renderHeatmap(await api(`/heatmap?${params}`));
+  } catch (error) {
+    $("hm-meta").textContent = `heatmap unavailable: ${error.message}`;
+  }
+}
+
+function renderHeatmap(data) {
+  const box = $("heatmap");
+  $("hm-meta").textContent = data.window_start
+    ? `window ${shortTime(data.window_start)} – ${hhmm(data.window_end)}Z · ${data.unit}`
+    : "no data yet";
+  if (!data.sites.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No data for this sensor yet." }));
+    renderLegend(data);
+    return;
+  }
+  let maxValue = 0;
+  for (const row of data.cells) for (const cell of row) if (cell) maxValue = Math.max(maxValue, cell.value);
+  const head = el("tr", {}, el("th"), ...data.zones.map((z) => el("th", { text: z })));
+  const rows = data.sites.map((site, i) => {
+    const cells = data.zones.map((zone, j) => {
+      const cell = data.cells[i][j];
+      if (!cell) return el("td", { class: "cell none", "data-site": site, "data-zone": zone, text: "·" });
+      const td = el(
+        "td",
+        {
+          class: "cell",
+          "data-testid": "heatmap-cell",
+          "data-site": site,
+          "data-zone": zone,
+          "data-level": cell.level || "",
+          title: `${site} / ${zone}\navg ${fmt(cell.avg_value, data.sensor_type)} · min ${fmt(cell.min_value, data.sensor_type)} · max ${fmt(cell.max_value, data.sensor_type)}\n${cell.count_events} events from ${cell.device_count} devices`,
+          onclick: () => selectZone(site, zone, data.sensor_type),
+        },
+        el("span", { class: "v", text: fmt(cell.value, data.sensor_type) }),
+        el("span", { class: "n", text: `${cell.count_events} ev` }),
+      );
+      td.style.background = cellColour(cell.value, data.sensor_type, data.thresholds, maxValue);
+      if (state.selectedCell === `${site}/${zone}`) td.classList.add("selected");
+      return td;
+    });
+    return el("tr", {}, el("th", { class: "row", text: site }), ...cells);
+  });
+  box.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+  renderLegend(data);
+}
+
+function renderLegend(data) {
+  const legend = $("hm-legend");
+  if (!data.thresholds) {
+    legend.replaceChildren(el("span", { text: `shade: share of the highest value (${data.unit})` }));
+    return;
+  }
+  const t = data.thresholds;
+  const item = (colour, text) => {
+    const swatch = el("i");
+    swatch.style.background = colour;
+    return el("span", {}, swatch, text);
+  };
+  legend.replaceChildren(
+    item("#2e7d32", `≤ ${t.resolve_at_or_below} ok`),
+    item("#f9a825", `≤ ${t.open_above} warn`),
+    item("#e53935", `> ${t.open_above} alert`),
+  );
+}
+
+function selectZone(site, zone, sensor) {
+  state.selectedCell = `${site}/${zone}`;
+  $("tr-scope").value = "zone";
+  $("tr-site").value = site;
+  updateZoneOptions();
+  $("tr-zone").value = zone;
+  $("tr-sensor").value = sensor;
+  updateScopeVisibility();
+  refreshTrends();
+  refreshHeatmap();
+}
+
+// ---------- trends ----------
+function trendQuery() {
+  const scope = $("tr-scope").value;
+  const params = new URLSearchParams({ sensor_type: $("tr-sensor").value, window: $("tr-window").value });
+  if (scope === "zone" || scope === "site") {
+    if (!$("tr-site").value) return null;
+    params.set("site_id", $("tr-site").value);
+  }
+  if (scope === "zone") {
+    if (!$("tr-zone").value) return null;
+    params.set("zone_id", $("tr-zone").value);
+  }
+  if (scope === "device") {
+    if (!$("tr-device").value) return null;
+    params.set("device_id", $("tr-device").value);
+  }
+  return params;
+}
+
+async function refreshTrends() {
+  const params = trendQuery();
+  if (!params) {
+    drawTrend($("trend-chart"), null, $("tr-sensor").value);
+    return;
+  }
+  try {
+    const data = await api(`/trends?${params}`);
+    const series = data.series[0] || null;
+    const points = series ? series.points.length : 0;
+    $("tr-meta").textContent = `${points} windows · ${shortTime(data.start)} → ${shortTime(data.end)}`;
+    drawTrend($("trend-chart"), series, $("tr-sensor").value);
+  } catch (error) {
+    $("tr-meta").textContent = `trends unavailable: ${error.message}`;
+  }
+}
+
+function drawTrend(chart, series, sensor) {
+  chart.replaceChildren();
+  const W = 900, H = 260, L = 52, R = 12, T = 12, B = 26;
+  if (!series || !series.points.length) {
+    const t = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle" });
+    t.textContent = "No windows in this range yet.";
+    chart.append(t);
+    return;
+  }
+  const pts = series.points;
+  const xs = pts.map((p) => Date.parse(p.window_start));
+  const thresholds = THRESHOLDS[sensor];
+  let lo = Math.min(...pts.map((p) => p.min_value));
+  let hi = Math.max(...pts.map((p) => p.max_value));
+  if (thresholds && hi > thresholds.resolve_at_or_below * 0.8) hi = Math.max(hi, thresholds.open_above * 1.05);
+  if (hi === lo) { hi += 1; lo -= 1; }
+  const pad = (hi - lo) * 0.05;
+  lo -= pad; hi += pad;
+  const x0 = xs[0], x1 = xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (y) => T + (1 - (y - lo) / (hi - lo)) * (H - T - B);
+
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + ((hi - lo) * i) / 4;
+    chart.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+    const label = svg("text", { x: L - 6, y: sy(v) + 4, "text-anchor": "end" });
+    label.textContent = fmt(v, sensor);
+    chart.append(label);
+  }
+  const ticks = Math.min(6, xs.length);
+  for (let i = 0; i < ticks; i++) {
+    const idx = Math.round((i * (xs.length - 1)) / Math.max(1, ticks - 1));
+    const label = svg("text", { x: sx(xs[idx]), y: H - 8, "text-anchor": "middle" });
+    label.textContent = hhmm(pts[idx].window_start);
+    chart.append(label);
+  }
+  chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+  chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+
+  const upper = pts.map((p, i) => `${sx(xs[i])},${sy(p.max_value)}`);
+  const lower = pts.map((p, i) => `${sx(xs[i])},${sy(p.min_value)}`).reverse();
+  chart.append(svg("polygon", { class: "band", points: upper.concat(lower).join(" ") }));
+  const line = pts.map((p, i) => `${i ? "L" : "M"}${sx(xs[i])},${sy(p.avg_value)}`).join(" ");
+  chart.append(svg("path", { class: "avg", d: line }));
+  if (pts.length === 1) chart.append(svg("circle", { class: "dot", cx: sx(xs[0]), cy: sy(pts[0].avg_value), r: 3 }));
+  if (thresholds) {
+    for (const [cls, v] of [["thr", thresholds.open_above], ["thr-resolve", thresholds.resolve_at_or_below]]) {
+      if (v > lo && v < hi) chart.append(svg("line", { class: cls, x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+    }
+  }
+}
+
+function updateZoneOptions() {
+  const site = state.sites.find((s) => s.site_id === $("tr-site").value);
+  fillSelect($("tr-zone"), site ? site.zones : []);
+}
+
+function updateScopeVisibility() {
+  const scope = $("tr-scope").value;
+  document.querySelector(".for-site").hidden = !(scope === "zone" || scope === "site");
+  document.querySelector(".for-zone").hidden = scope !== "zone";
+  document.querySelector(".for-device").hidden = scope !== "device";
+}
+
+// ---------- alerts ----------
+function alertItem(alert, fresh) {
+  const what = `${alert.alert_type} · ${alert.device_id}`;
+  const values = `${fmt(alert.value, alert.sensor_type)} → peak ${fmt(alert.peak_value, alert.sensor_type)} (> ${alert.threshold})`;
+  const when = alert.resolved_at ? `opened ${shortTime(alert.opened_at)}\nresolved ${shortTime(alert.resolved_at)}` : `opened ${shortTime(alert.opened_at)}`;
+  return el(
+    "li",
+    {
+      class: `${alert.status}${fresh ? " fresh" : ""}`,
+      "data-alert-id": alert.alert_id,
+      "data-status": alert.status,
+      "data-device": alert.device_id,
+      onclick: () => selectDevice(alert.device_id),
+    },
+    el("span", { class: "badge", text: alert.status }),
+    el("span", { class: "what", text: what }),
+    el("span", { class: "when", text: when }),
+    el("span"),
+    el("span", { class: "where", text: `${alert.site_id} / ${alert.zone_id} · ${values}` }),
+  );
+}
+
+function renderAlerts(freshId) {
+  const openOnly = $("al-open-only").checked;
+  const list = [...state.alerts.values()]
+    .filter((a) => !openOnly || a.status === "open")
+    .sort((a, b) => (a.opened_at < b.opened_at ? 1 : a.opened_at > b.opened_at ? -1 : a.alert_id < b.alert_id ? 1 : -1))
+    .slice(0, MAX_ALERTS);
+  $("alerts").replaceChildren(...list.map((a) => alertItem(a, a.alert_id === freshId)));
+  const open = [...state.alerts.values()].filter((a) => a.status === "open").length;
+  $("al-meta").textContent = `${open} open`;
+}
+
+function upsertAlert(alert) {
+  const known = state.alerts.get(alert.alert_id);
+  if (known && known.change_seq >= alert.change_seq) return;
+  state.alerts.set(alert.alert_id, alert);
+  state.maxSeq = Math.max(state.maxSeq, alert.change_seq);
+  renderAlerts(alert.alert_id);
+  if (state.device === alert.device_id) refreshDevice();
+}
+
+async function loadAlerts() {
+  const page = await api("/alerts?limit=100");
+  for (const alert of page.items) {
+    state.alerts.set(alert.alert_id, alert);
+    state.maxSeq = Math.max(state.maxSeq, alert.change_seq);
+  }
+  renderAlerts(null);
+}
+
+function setConn(kind, text) {
+  const node = $("conn");
+  node.className = `conn conn-${kind}`;
+  node.textContent = text;
+}
+
+function connectStream() {
+  // since_seq covers the gap between the initial list and the stream; on reconnects the browser
+  // sends Last-Event-ID, which the server prefers.
+  const query = state.maxSeq ? `?since_seq=${state.maxSeq}` : "";
+  const source = new EventSource(`/alerts/stream${query}`);
+  source.addEventListener("hello", () => setConn("live", "live"));
+  source.addEventListener("heartbeat", () => setConn("live", "live"));
+  source.addEventListener("alert", (event) => {
+    setConn("live", "live");
+    upsertAlert(JSON.parse(event.data));
+  });
+  source.onerror = () => setConn(source.readyState === EventSource.CLOSED ? "down" : "wait", "reconnecting…");
+}
+
+// ---------- device drill-down ----------
+function selectDevice(deviceId) {
+  if (![...$("dev-select").options].some((o) => o.value === deviceId)) {
+    $("dev-select").append(el("option", { value: deviceId, text: deviceId }));
+  }
+  $("dev-select").value = deviceId;
+  state.device = deviceId;
+  refreshDevice();
+}
+
+function sparkline(points) {
+  const box = svg("svg", { class: "spark", viewBox: "0 0 160 32", preserveAspectRatio: "none" });
+  if (points.length < 2) return box;
+  const values = points.map((p) => p.avg_value);
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const span = hi - lo || 1;
+  const d = values.map((v, i) => `${i ? "L" : "M"}${(i / (values.length - 1)) * 158 + 1},${30 - ((v - lo) / span) * 28}`).join(" ");
+  box.append(svg("path", { d }));
+  return box;
+}
+
+async function refreshDevice() {
+  const deviceId = state.device;
+  if (!deviceId) return;
+  const box = $("device-detail");
+  try {
+    const [detail, trends] = await Promise.all([
+      api(`/devices/${encodeURIComponent(deviceId)}`),
+      api(`/trends?device_id=${encodeURIComponent(deviceId)}&window=5m`),
+    ]);
+    if (state.device !== deviceId) return;
+    const bySensor = Object.fromEntries(trends.series.map((s) => [s.sensor_type, s.points]));
+    const rows = detail.sensors.map((s) => {
+      const t = THRESHOLDS[s.sensor_type];
+      const level = !t ? "" : s.value > t.open_above ? "lvl-alert" : s.value > t.resolve_at_or_below ? "lvl-warn" : "";
+      return el(
+        "tr",
+        {},
+        el("td", { text: s.sensor_type }),
+        el("td", { class: level, text: `${fmt(s.value, s.sensor_type)} ${s.unit}` }),
+        el("td", { text: shortTime(s.ts_event) }),
+        el("td", {}, sparkline(bySensor[s.sensor_type] || [])),
+      );
+    });
+    const alerts = detail.open_alerts.length
+      ? el("ul", { class: "alerts" }, ...detail.open_alerts.map((a) => alertItem(a, false)))
+      : el("p", { class: "empty", text: "No open alerts." });
+    box.replaceChildren(
+      el(
+        "div",
+        { class: "device" },
+        el("h3", { text: `${detail.device_id} · ${detail.site_id} / ${detail.zone_id} · last seen ${shortTime(detail.last_seen)}` }),
+        el("table", {}, el("tr", {}, ...["sensor", "latest", "at", "last 6 h (5m avg)"].map((h) => el("th", { text: h }))), ...rows),
+        el("h3", { text: "Open alerts" }),
+        alerts,
+      ),
+    );
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "empty", text: `device ${deviceId}: ${error.message}` }));
+  }
+}
+
+// ---------- lists, wiring, refresh loop ----------
+async function refreshLists() {
+  try {
+    const [sites, devices] = await Promise.all([api("/sites"), api("/devices?limit=1000")]);
+    state.sites = sites.items;
+    state.devices = devices.items;
+    fillSelect($("tr-site"), state.sites.map((s) => s.site_id));
+    updateZoneOptions();
+    const ids = state.devices.map((d) => d.device_id);
+    fillSelect($("tr-device"), ids);
+    fillSelect($("dev-select"), [""].concat(ids), ["—"].concat(ids));
+    if (state.device) $("dev-select").value = state.device;
+  } catch (error) {
+    $("tr-meta").textContent = `lists unavailable: ${error.message}`;
+  }
+}
+
+async function refreshAll() {
+  await Promise.all([refreshHeatmap(), refreshTrends(), refreshDevice()]);
+  setUpdated();
+}
+
+async function main() {
+  fillSelect($("hm-sensor"), SENSORS);
+  fillSelect($("tr-sensor"), SENSORS);
+  fillSelect($("hm-window"), WINDOWS);
+  fillSelect($("tr-window"), WINDOWS);
+  for (const id of ["hm-sensor", "hm-window", "hm-metric"]) $(id).addEventListener("change", refreshHeatmap);
+  for (const id of ["tr-zone", "tr-device", "tr-sensor", "tr-window"]) $(id).addEventListener("change", refreshTrends);
+  $("tr-site").addEventListener("change", () => { updateZoneOptions(); refreshTrends(); });
+  $("tr-scope").addEventListener("change", () => { updateScopeVisibility(); refreshTrends(); });
+  $("dev-select").addEventListener("change", () => { state.device = $("dev-select").value || null; refreshDevice(); });
+  $("al-open-only").addEventListener("change", () => renderAlerts(null));
+  updateScopeVisibility();
+
+  await refreshLists();
+  try { await loadAlerts(); } catch (error) { $("al-meta").textContent = `alerts unavailable: ${error.message}`; }
+  connectStream();
+  await refreshAll();
+  setInterval(refreshAll, REFRESH_MS);
+  setInterval(refreshLists, LISTS_REFRESH_MS);
+}
+
+main();

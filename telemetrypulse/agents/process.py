@@ -205,3 +205,17 @@ async def _publish(sends: list[tuple[faust.types.TopicT, bytes | None, bytes, in
             log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(sends), e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+@app.timer(interval=5.0)
+async def report_consumer_lag() -> None:
+    """Lag of the events topic per assigned partition: end offset minus the committed offset."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != settings.topic_events:
+            continue
+        end = consumer.highwater(tp)
+        # Faust keeps its committed offsets privately; there is no public accessor.
+        committed = consumer._committed_offset.get(tp)
+        if end is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - (committed or 0)))

@@ -17,7 +17,9 @@ S = 1_000_000
 GRACE = 300
 
 
-def ev(ts_us: int, value: float = 500.0, sensor: str = "co2", event_id: str | None = None, device: str = "d1") -> Event:
+def ev(
+    ts_us: int, value: float = 500.0, sensor: str = "co2", event_id: str | None = None, device: str = "d1"
+) -> Event:
     return Event(event_id or str(uuid.uuid4()), device, "s1", "z1", sensor, value, ts_us, None)
 
 
@@ -50,7 +52,7 @@ def test_windows_at_boundaries_and_across_midnight():
     five = {row[3]: row for key, row in out.windows.items() if key[2] == 300}
     assert {start: row[6] for start, row in five.items()} == {T0: 2, T0 + 300 * S: 1, T0 + 600 * S: 1}
     midnight = to_us(datetime(2026, 3, 2, tzinfo=UTC))
-    assert T0 + 300 * S == midnight
+    assert midnight == T0 + 300 * S
     fifteen = {row[3]: row[6] for key, row in out.windows.items() if key[2] == 900}
     assert fifteen == {midnight - 900 * S: 2, midnight: 2}
 
@@ -145,7 +147,9 @@ def test_hysteresis_episode():
         ("resolved", 1300, 1300),
     ]
     opened = messages[0]
-    assert opened["alert_type"] == "CO2_HIGH" and opened["rule"] == "threshold" and opened["threshold"] == 1000
+    assert (
+        opened["alert_type"] == "CO2_HIGH" and opened["rule"] == "threshold" and opened["threshold"] == 1000
+    )
     assert opened["resolved_at"] is None
     assert messages[1]["alert_id"] == opened["alert_id"]
     assert messages[1]["resolved_at"] == "2026-03-01T23:55:07Z"

@@ -57,11 +57,11 @@ def test_unknown_extra_fields_are_ignored_and_unit_is_optional():
     ("raw", "error"),
     [
         (b"not json", "invalid_json"),
-        (b"{\"event_id\": ", "invalid_json"),
+        (b'{"event_id": ', "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
         (b"", "invalid_json"),
         (b"[1, 2]", "not_an_object"),
-        (b"\"text\"", "not_an_object"),
+        (b'"text"', "not_an_object"),
         (b"42", "not_an_object"),
         (b"null", "not_an_object"),
     ],
@@ -70,7 +70,9 @@ def test_not_an_event_at_all(raw, error):
     assert error_of(raw) == error
 
 
-@pytest.mark.parametrize("name", ["event_id", "device_id", "site_id", "zone_id", "sensor_type", "value", "ts_event"])
+@pytest.mark.parametrize(
+    "name", ["event_id", "device_id", "site_id", "zone_id", "sensor_type", "value", "ts_event"]
+)
 def test_every_required_field_missing(name):
     payload = make()
     del payload[name]
@@ -171,7 +173,11 @@ def test_dead_letter_record_keeps_the_original_bytes():
     )
     assert record["error"] == "invalid_json"
     assert record["detail"]
-    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == ("telemetry.events", 3, 17)
+    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (
+        "telemetry.events",
+        3,
+        17,
+    )
     assert record["key"] == "dev-1"
     assert base64.b64decode(record["payload"]) == raw
     assert record["received_at"] == "2026-11-26T12:00:00Z"

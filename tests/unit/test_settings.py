@@ -162,19 +162,8 @@ def pems(tmp_path_factory) -> dict[str, str]:
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca")
     openssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-    )
+    signed_by_ca = ("-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial")
+    openssl("x509", "-req", "-in", "client.csr", *signed_by_ca, "-out", "client.pem", "-days", "2")
     openssl("ec", "-in", "client.key", "-out", "encrypted.key", "-aes256", "-passout", "pass:secret")
     return {
         name: (folder / name).read_text()

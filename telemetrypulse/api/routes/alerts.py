@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS
@@ -97,10 +97,22 @@ async def list_alerts(
     return AlertPage(items=items, next_cursor=next_cursor)
 
 
-def _resume_point(header: str | None, query: int | None) -> int | None:
-    if header is None or not header.strip():
-        return query
-    text = header.strip()
+def resume_point(
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="Resume after this change_seq (set by browsers)"),
+    ] = None,
+    since_seq: Annotated[
+        int | None,
+        Query(
+            ge=0, le=MAX_SEQ, description="Resume after this change_seq when no Last-Event-ID header is sent"
+        ),
+    ] = None,
+) -> int | None:
+    """The header wins: on a reconnect the browser sends the newest id it saw, fresher than the URL's."""
+    if last_event_id is None or not last_event_id.strip():
+        return since_seq
+    text = last_event_id.strip()
     if not text.isdigit() or int(text) > MAX_SEQ:
         raise InvalidParameter(
             f"header.last-event-id: expected a change_seq (integer >= 0), got {text[:40]!r}"
@@ -120,22 +132,13 @@ def _alert_event(row: dict) -> ServerSentEvent:
 )
 async def stream_alerts(
     state: StateDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(alias="Last-Event-ID", description="Resume after this change_seq (set by browsers)"),
-    ] = None,
-    since_seq: Annotated[
-        int | None,
-        Query(
-            ge=0, le=MAX_SEQ, description="Resume after this change_seq when no Last-Event-ID header is sent"
-        ),
-    ] = None,
+    # A dependency, not code in the generator: a bad value must get its 422 before the 200 stream starts.
+    resume_after: Annotated[int | None, Depends(resume_point)],
     heartbeat_s: Annotated[
         float | None, Query(ge=1, le=300, description="Seconds between heartbeats")
     ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Without a resume point the stream starts with changes from now on."""
-    resume_after = _resume_point(last_event_id, since_seq)
     heartbeat = heartbeat_s or state.options.sse_heartbeat_s
     feed = state.feed
     # Subscribe before reading the backlog, so a change committed in between is in the queue.

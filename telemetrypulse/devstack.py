@@ -836,6 +836,8 @@ def run_system(s: Devstack) -> int:
         say(f"`{' '.join(e.cmd)}` failed with code {e.returncode}")
         code = 1
     finally:
+        if children:
+            say(f"stopping {', '.join(reversed(children))}")
         for child in reversed(children.values()):  # simulator first, the worker last: it drains
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -847,6 +849,9 @@ def run_system(s: Devstack) -> int:
                 child.kill()
                 child.wait()
         s.stop_started(started)
+        kept = [name for name, yes in started.items() if not yes]
+        if kept:
+            say(f"left running (they were up before): {', '.join(kept)}")
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return code

@@ -701,26 +701,20 @@ class Devstack:
     def status(self) -> bool:
         """Print what runs; True when Kafka and the database in `.devstack/env` are both up."""
         state = self.state()
-        kafka = self.kafka_pid()
-        port = state.get("kafka", {}).get("port")
-        say(
-            f"kafka {'running' if kafka else 'stopped'}"
-            + (f" on 127.0.0.1:{port} (pid {kafka})" if kafka else "")
-        )
-        postgres = self.postgres_pid()
+        kafka, postgres = self.kafka_pid(), self.postgres_pid()
+        external = state.get("env", {}).get("database_url_external", False)
+        if kafka:
+            say(f"kafka running on {self.kafka_bootstrap()} (pid {kafka})")
+        else:
+            say("kafka stopped")
         pg = state.get("postgres", {})
-        say(
-            f"postgres {'running' if postgres else 'stopped'}"
-            + (
-                f" on 127.0.0.1:{pg.get('port')} (pid {postgres}, data {pg.get('home')}/data)"
-                if postgres
-                else ""
-            )
-        )
-        if state.get("env", {}).get("database_url_external"):
-            say("DATABASE_URL: external (from the environment at `up`)")
-            return kafka is not None
-        return kafka is not None and postgres is not None
+        if postgres:
+            say(f"postgres running on 127.0.0.1:{pg['port']} (pid {postgres}, data {pg['home']}/data)")
+        elif not external:
+            say("postgres stopped")
+        if external:
+            say("postgres: DATABASE_URL from the environment at the last `up` (not managed here)")
+        return kafka is not None and (external or postgres is not None)
 
     def stop_started(self, started: dict[str, bool]) -> None:
         only = [name for name, yes in started.items() if yes]

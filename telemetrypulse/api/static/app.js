@@ -207,7 +207,7 @@ async function refreshTrends() {
     const data = await api(`/trends?${params}`);
     const series = data.series[0] || null;
     const points = series ? series.points.length : 0;
-    $("tr-meta").textContent = `${points} windows · ${shortTime(data.start)} → ${shortTime(data.end)}`;
+    $("tr-meta").textContent = `${points} window${points === 1 ? "" : "s"} · ${shortTime(data.start)} → ${shortTime(data.end)}`;
     drawTrend($("trend-chart"), series, $("tr-sensor").value);
   } catch (error) {
     $("tr-meta").textContent = `trends unavailable: ${error.message}`;

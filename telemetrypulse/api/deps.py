@@ -55,7 +55,9 @@ def parse_query_time(value: object) -> datetime:
 QueryTime = Annotated[datetime, BeforeValidator(parse_query_time)]
 
 
-def get_state(request: Request) -> ApiState:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread,
+# a thread hop per request for what is an attribute lookup.
+async def get_state(request: Request) -> ApiState:
     state = getattr(request.app.state, "api", None)
     if state is None:
         raise ServiceUnavailable("the API is starting or stopping")
@@ -65,7 +67,7 @@ def get_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(get_state)]
 
 
-def get_reader(state: StateDep) -> Reader:
+async def get_reader(state: StateDep) -> Reader:
     return state.reader
 
 
@@ -76,7 +78,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(state: StateDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+async def require_api_key(state: StateDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> None:
     expected = state.settings.api_key
     if expected is None:
         return

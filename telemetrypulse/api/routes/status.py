@@ -24,8 +24,9 @@ router = APIRouter(prefix="/status", tags=["status"], responses=READ_ERRORS)
 )
 async def live_status(reader: ReaderDep, site_id: SiteIdQuery = None) -> LiveStatus:
     where = WhereClause().equals("site_id", site_id)
-    # LATERAL keeps the zone roll-up view evaluated per row with its quals pushed down to the
-    # (site_id, zone_id, sensor_type, window_start) index, instead of aggregating every window.
+    # The window roll-up is computed per row from the device table (the view's formula): joining the
+    # view instead lets PostgreSQL flatten it and aggregate every window ever stored before joining.
+    # An aggregate inside LATERAL stays a per-row index lookup on (site_id, zone_id, sensor_type, window_start).
     rows = await reader.fetch(
         f"""
         WITH latest AS (
@@ -38,15 +39,17 @@ async def live_status(reader: ReaderDep, site_id: SiteIdQuery = None) -> LiveSta
             GROUP BY site_id, zone_id, sensor_type
         )
         SELECT l.*, l.window_start + interval '5 minutes' AS window_end,
-               w.avg_value AS window_avg, w.min_value AS window_min, w.max_value AS window_max,
-               coalesce(w.count_events, 0)::bigint AS window_count
+               w.window_avg, w.window_min, w.window_max, coalesce(w.window_count, 0)::bigint AS window_count
         FROM latest l
-        LEFT JOIN LATERAL (
-            SELECT a.avg_value, a.min_value, a.max_value, a.count_events
-            FROM telemetry_agg_5m a
-            WHERE a.site_id = l.site_id AND a.zone_id = l.zone_id AND a.sensor_type = l.sensor_type
-              AND a.window_start = l.window_start
-        ) w ON true
+        CROSS JOIN LATERAL (
+            SELECT sum(d.sum_value) / sum(d.count_events) AS window_avg,
+                   min(d.min_value)                       AS window_min,
+                   max(d.max_value)                       AS window_max,
+                   sum(d.count_events)                    AS window_count
+            FROM telemetry_device_agg_5m d
+            WHERE d.site_id = l.site_id AND d.zone_id = l.zone_id AND d.sensor_type = l.sensor_type
+              AND d.window_start = l.window_start
+        ) w
         ORDER BY l.site_id, l.zone_id, l.sensor_type
         """,
         *where.args,

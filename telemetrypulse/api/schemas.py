@@ -154,6 +154,31 @@ class Alert(ApiModel):
     event_id: UUID = Field(description="The opening reading's event_id")
     change_seq: int = Field(description="Position in the alert change feed (the SSE `id`)")
 
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "alert_id": "4b1e6f53-3c1d-5c8e-9a57-0d6f0f3b7f21",
+                    "status": "open",
+                    "rule": "threshold",
+                    "alert_type": "CO2_HIGH",
+                    "device_id": "dev-0001",
+                    "site_id": "site-01",
+                    "zone_id": "zone-a",
+                    "sensor_type": "co2",
+                    "threshold": 1000.0,
+                    "value": 1042.0,
+                    "peak_value": 1180.5,
+                    "opened_at": "2024-05-01T12:03:10Z",
+                    "resolved_at": None,
+                    "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+                    "change_seq": 42,
+                }
+            ]
+        },
+    )
+
 
 class DeviceDetail(ApiModel):
     device_id: str
@@ -184,6 +209,30 @@ class ZoneSensorStatus(ApiModel):
     window_count: int = Field(description="Events aggregated in that window")
     level: Level | None = Field(description="`latest_value` against the alert thresholds; null for occupancy")
 
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "site_id": "site-01",
+                    "zone_id": "zone-a",
+                    "sensor_type": "temperature",
+                    "unit": "celsius",
+                    "latest_value": 23.4,
+                    "latest_ts": "2024-05-01T12:04:58Z",
+                    "device_count": 3,
+                    "window_start": "2024-05-01T12:00:00Z",
+                    "window_end": "2024-05-01T12:05:00Z",
+                    "window_avg": 23.1,
+                    "window_min": 22.7,
+                    "window_max": 23.6,
+                    "window_count": 180,
+                    "level": "ok",
+                }
+            ]
+        },
+    )
+
 
 class LiveStatus(ApiModel):
     site_id: str | None
@@ -199,6 +248,23 @@ class TrendPoint(ApiModel):
     min_value: float
     max_value: float
     device_count: int
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "window_start": "2024-05-01T12:00:00Z",
+                    "window_end": "2024-05-01T12:05:00Z",
+                    "count_events": 180,
+                    "avg_value": 812.4,
+                    "min_value": 640.0,
+                    "max_value": 1010.5,
+                    "device_count": 3,
+                }
+            ]
+        },
+    )
 
 
 class TrendSeries(ApiModel):
@@ -235,6 +301,23 @@ class HeatmapCell(BaseModel):
     max_value: float
     level: Level | None = Field(
         description="ok ≤ resolve level < warn ≤ open threshold < alert; null for occupancy"
+    )
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "value": 812.4,
+                    "count_events": 180,
+                    "device_count": 3,
+                    "avg_value": 812.4,
+                    "min_value": 640.0,
+                    "max_value": 1010.5,
+                    "level": "ok",
+                }
+            ]
+        },
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -100,3 +103,18 @@ def test_percentile_is_nearest_rank():
     assert percentile(values, 0.5) == 50.0
     assert percentile(values, 0.99) == 99.0
     assert percentile([3.0], 0.99) == 3.0
+
+
+def test_serve_without_a_database_url_fails_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "API_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "telemetrypulse.api.main", "--port", "1"],
+        cwd=tmp_path,  # no .devstack/env or .env here
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "DATABASE_URL" in done.stderr

@@ -460,3 +460,16 @@ async def test_openapi_documents_every_route(client):
     assert spec["paths"]["/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "examples"
     ]
+
+
+async def test_reads_run_as_the_read_only_role(client):
+    reader = client.app.state.api.reader
+    assert await reader.fetchval("SELECT current_user") == "telemetrypulse_reader"
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await reader.fetchval("DELETE FROM telemetry_alerts RETURNING 1")
+    assert isinstance(refused.value, asyncpg.ReadOnlySQLTransactionError | asyncpg.InsufficientPrivilegeError)
+    # Even a session that turns read-only off cannot write: the role has SELECT only.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with reader.pool.acquire() as conn, conn.transaction(readonly=False):
+            await conn.execute("SET LOCAL transaction_read_only = off")
+            await conn.execute("DELETE FROM telemetry_alerts")

@@ -33,12 +33,16 @@ class EventPublisher:
         self._connected = asyncio.Event()
         self._retry_now = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._retired: asyncio.Task | None = None
         self.last_error: str | None = "connecting"
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect_loop(), name="kafka-producer-connect")
 
     async def close(self) -> None:
+        if self._retired is not None:
+            with contextlib.suppress(Exception):
+                await self._retired
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,7 +106,24 @@ class EventPublisher:
                 f"Kafka did not acknowledge within {self.send_timeout_s:g} s; retry"
             ) from e
         except KafkaError as e:
+            # Some producer errors are fatal for its session (fenced or out-of-sequence after a broker
+            # lost data); a fresh producer is the way back, so the next request does not fail the same.
+            self._replace_producer(producer)
             raise KafkaUnavailable(f"Kafka refused the events ({type(e).__name__}: {e}); retry") from e
+
+    def _replace_producer(self, broken: AIOKafkaProducer) -> None:
+        if self._producer is not broken:
+            return  # another request already replaced it
+        self._producer = None
+        self._connected.clear()
+        self.last_error = "reconnecting after a producer error"
+
+        async def retire() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broken.stop(), 10)
+
+        self._retired = asyncio.create_task(retire(), name="kafka-producer-retire")
+        self.start()
 
     async def check(self, timeout_s: float) -> None:
         """One metadata round-trip to the cluster; raises KafkaUnavailable if it does not answer in time."""

@@ -140,6 +140,9 @@ async def test_oversized_bodies_are_413(ingest_client):
     assert (await ingest_client.post("/ingest", content=big)).status_code == 413
     huge = b"[" + b",".join([big] * 70) + b"]"
     assert (await ingest_client.post("/ingest/batch", content=huge)).status_code == 413
+    one_big_item = await ingest_client.post("/ingest/batch", json=[event(), event(padding="x" * 70_000)])
+    assert one_big_item.status_code == 202
+    assert [(e["index"], e["error"]) for e in one_big_item.json()["errors"]] == [(1, "too_large")]
 
 
 async def test_api_key_guards_writes_only(stack, api_dsn, topic_settings):

@@ -246,7 +246,8 @@ function drawTrend(chart, series, sensor) {
   const ticks = Math.min(6, xs.length);
   for (let i = 0; i < ticks; i++) {
     const idx = Math.round((i * (xs.length - 1)) / Math.max(1, ticks - 1));
-    const label = svg("text", { x: sx(xs[idx]), y: H - 8, "text-anchor": "middle" });
+    const anchor = ticks > 1 && i === 0 ? "start" : ticks > 1 && i === ticks - 1 ? "end" : "middle";
+    const label = svg("text", { x: sx(xs[idx]), y: H - 8, "text-anchor": anchor });
     label.textContent = hhmm(pts[idx].window_start);
     chart.append(label);
   }

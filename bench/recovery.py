@@ -1,0 +1,177 @@
+"""Recovery phase: how long a worker restart takes before it processes again, with a large state (≥ 100k open
+windows in the device-state table).
+
+The state comes from many devices (default 8,000, reporting every 5 min), so that the windows still open under the
+default grace number over 100k; it is counted from the changelog itself (last record per device). Then three
+restarts, each timed from process spawn to (a) Faust's `Ready` and (b) probe events — one device per partition,
+produced while the worker was down — visible in PostgreSQL:
+* a deploy restart: SIGTERM, same disk (RocksDB state kept);
+* a crash: SIGKILL, same disk (the group must first expire the dead member: broker session timeout);
+* a new host: SIGTERM and an empty state folder, so the state is restored from the changelog topic.
+Afterwards the counts are checked exactly (every event once, in both window sizes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+from tqdm import tqdm
+
+from bench import harness
+from bench.data import Expected, burst_produce
+from telemetrypulse.simulator import Simulator, Topology
+
+INTERVAL_S = 300
+TICKS = 7  # aligned start + 7 readings: the watermark sits early in a 15 m window, so two are open per series
+PROBE_VALUES = {"co2": 612.0, "temperature": 21.5, "humidity": 41.0, "occupancy": 3}
+UNITS = {"co2": "ppm", "temperature": "celsius", "humidity": "percent", "occupancy": "count"}
+
+
+@dataclass
+class Options:
+    topology: Topology
+    partitions: int
+    seed: int
+    keep: bool
+
+
+def iso(us: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def probe_messages(
+    topology: Topology, partitions: int, ts_us: int
+) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    """Four readings for one device of each partition, at `ts_us` (after the watermark: accepted)."""
+    partitioner = DefaultPartitioner()
+    chosen: dict[int, tuple[str, str, str]] = {}
+    all_partitions = list(range(partitions))
+    for site, zone, device in topology.ids():
+        p = partitioner(device.encode(), all_partitions, all_partitions)
+        chosen.setdefault(p, (site, zone, device))
+        if len(chosen) == partitions:
+            break
+    messages, ids = [], []
+    for site, zone, device in chosen.values():
+        for sensor, value in PROBE_VALUES.items():
+            event_id = str(uuid.uuid4())
+            ids.append(event_id)
+            event = {
+                "event_id": event_id,
+                "device_id": device,
+                "site_id": site,
+                "zone_id": zone,
+                "sensor_type": sensor,
+                "value": value,
+                "ts_event": iso(ts_us),
+                "unit": UNITS[sensor],
+            }
+            messages.append((device.encode(), orjson.dumps(event)))
+    return messages, ids
+
+
+async def state_size(dep: harness.Deployment) -> dict:
+    latest, records, size = await harness.read_latest_per_key(dep.bootstrap, dep.changelog_topic)
+    windows = sum(len(orjson.loads(v).get("win", {})) for v in latest.values())
+    return {
+        "device_records": len(latest),
+        "windows": windows,
+        "changelog_records": records,
+        "changelog_bytes": size,
+        "record_bytes_avg": sum(map(len, latest.values())) / max(1, len(latest)),
+    }
+
+
+async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int, kind: str) -> dict:
+    worker = dep.worker
+    assert worker is not None
+    if kind == "kill":
+        worker.kill()
+    else:
+        worker.stop()
+    if kind == "wipe":
+        dep.wipe_state()
+    messages, ids = probe_messages(topology, dep.partitions, ts_us)
+    await burst_produce(dep.bootstrap, dep.topic_events, messages, len(messages), desc="probes")
+    worker.start()
+    began = worker.started_at
+    conn = await dep.connect()
+    ready_s = None
+    try:
+        with tqdm(desc=f"restart ({kind})", unit="s", leave=False, bar_format="{desc}: {elapsed}") as bar:
+            while True:
+                if ready_s is None and worker.ready():
+                    ready_s = time.monotonic() - began
+                seen = await conn.fetchval(
+                    "SELECT count(*) FROM telemetry_events WHERE ts_event = $1 AND event_id = ANY($2::uuid[])",
+                    datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us),
+                    ids,
+                )
+                if seen == len(ids):
+                    processing_s = time.monotonic() - began
+                    break
+                if time.monotonic() - began > 300:
+                    raise TimeoutError(f"restart ({kind}): probes not stored after 300 s")
+                bar.update()
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    if ready_s is None:
+        ready_s = await worker.wait_ready()
+    return {"kind": kind, "ready_s": ready_s, "processing_s": processing_s, "probes": len(ids)}
+
+
+async def run(stack: dict[str, str], opts: Options) -> dict:
+    dep = await harness.Deployment(stack, "recovery", opts.partitions).setup()
+    result: dict = {}
+    try:
+        now = datetime.now(UTC)
+        start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0) - timedelta(hours=3)
+        sim = Simulator(seed=opts.seed, start=start, interval=INTERVAL_S, topology=opts.topology)
+        count = TICKS * opts.topology.device_count * 4
+        expected = Expected()
+        await burst_produce(
+            dep.bootstrap, dep.topic_events, sim.pairs(), count, expected=expected, desc="pre-produce"
+        )
+        worker = dep.new_worker()
+        worker.start()
+        await worker.wait_ready()
+        ready_at = time.monotonic()
+        cpu = harness.CpuLedger(worker.pid)
+        done_at = await harness.wait_processed(dep, count, timeout_s=120 + count / 1000, desc="build state")
+        result["build"] = {
+            "events": count,
+            "devices": opts.topology.device_count,
+            "seconds": done_at - ready_at,
+            "rate": count / (done_at - ready_at),
+            "cpu": cpu.stop(),
+        }
+        stop_began = time.monotonic()
+        worker.stop()
+        result["stop_s"] = time.monotonic() - stop_began
+        result["state"] = await state_size(dep)
+
+        restarts = []
+        assert expected.last_us is not None
+        for i, kind in enumerate(("term", "kill", "wipe"), start=1):
+            restarts.append(
+                await timed_restart(dep, opts.topology, expected.last_us + i * INTERVAL_S * 1_000_000, kind)
+            )
+        result["restarts"] = restarts
+        total = count + sum(r["probes"] for r in restarts)
+        await harness.wait_processed(dep, total, timeout_s=60, desc="final counts")
+        conn = await dep.connect()
+        try:
+            raw = await conn.fetchval("SELECT count(*) FROM telemetry_events")
+        finally:
+            await conn.close()
+        result["check"] = {"exact": raw == total, "raw_rows": raw, "expected": total}
+    finally:
+        await dep.close(keep=opts.keep)
+    return result

@@ -18,6 +18,7 @@ from bench import harness, live, recovery, report, throughput
 from telemetrypulse.simulator import Topology
 
 PHASES = ("throughput", "latency", "recovery", "soak")
+log = logging.getLogger("bench")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,103 +86,107 @@ async def main(args: argparse.Namespace) -> int:
             print(f"bench: WARNING {key}: {facts[key].strip('*')}", file=sys.stderr)
     results: dict = {"args": dict(vars(args))}
     began = time.monotonic()
-    # At the steady rate every device reports every 10 s (the simulator's own cadence): 12,500 devices at
-    # 5,000 events/s. Denser devices grow the per-device dedup state (rate x grace ids), see the notes.
-    live_topology = live_topology_for(args.rate)
-
-    def note(phase: str, seconds: float) -> None:
-        print(f"bench: {phase} done in {seconds:.0f} s", file=sys.stderr)
-
     for phase in args.phases:
         t0 = time.monotonic()
-        if phase == "throughput":
-            results["throughput"] = await throughput.run(
-                stack,
-                throughput.Options(
-                    events=args.events,
-                    naive_events=args.naive_events,
-                    partitions=args.partitions,
-                    seed=args.seed,
-                    profile=not args.no_profile,
-                    keep=args.keep,
-                ),
-            )
-        elif phase == "latency":
-            results["latency"] = await live.run(
-                stack,
-                live.LiveOptions(
-                    label="latency",
-                    seconds=args.latency_seconds,
-                    rate=args.rate,
-                    topology=live_topology,
-                    # Two anomaly episodes per device-hour: ~400 alerts a minute across 12,500 devices.
-                    anomalies_per_hour=2.0,
-                    poll_s=0.025,
-                    rss_every_s=1.0,
-                    seed=args.seed,
-                    partitions=args.partitions,
-                    keep=args.keep,
-                ),
-            )
-        elif phase == "recovery":
-            results["recovery"] = await recovery.run(
-                stack,
-                recovery.Options(
-                    topology=recovery_topology(args.recovery_devices),
-                    partitions=args.partitions,
-                    seed=args.seed,
-                    keep=args.keep,
-                ),
-            )
-        elif phase == "soak":
-            soak = await live.run(
-                stack,
-                live.LiveOptions(
-                    label="soak",
-                    seconds=args.soak_minutes * 60,
-                    rate=args.rate,
-                    topology=live_topology,
-                    anomalies_per_hour=2.0,
-                    poll_s=0.1,
-                    rss_every_s=2.0,
-                    seed=args.seed + 1,
-                    partitions=args.partitions,
-                    keep=args.keep,
-                ),
-            )
-            soak["seconds"] = soak["produce_s"]
-            soak["rss_every_s"] = 2.0
-            soak["flatness"] = report.rss_flatness(soak["rss"], warmup_s=min(60.0, soak["seconds"] / 5))
-            results["soak"] = soak
-        note(phase, time.monotonic() - t0)
-    results["total_s"] = time.monotonic() - began
-
-    mode = "quick run" if args.quick else f"{args.events:,} events"
-    text = report.markdown(results, facts, mode)
-    harness.RESULTS.mkdir(parents=True, exist_ok=True)
-    (harness.RESULTS / f"{args.name}.md").write_text(text)
-    (harness.RESULTS / f"{args.name}.json").write_text(json.dumps({"facts": facts, **results}, default=str))
-    report.plot(
-        results,
-        harness.RESULTS / f"{args.name}.png",
-        f"TelemetryPulse bench, {facts['date']}, {facts['commit']}",
-    )
-    print(text)
+        try:
+            results[phase] = await run_phase(phase, args, stack)
+        except Exception as e:
+            # One phase failing (a service restarted under it, say) must not cost the figures of the others.
+            log.exception("phase %s failed", phase)
+            results.setdefault("errors", {})[phase] = f"{type(e).__name__}: {e}"
+        print(f"bench: {phase} done in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        write_report(args, facts, results, time.monotonic() - began)
+    print((harness.RESULTS / f"{args.name}.md").read_text())
     print(
-        f"bench: written bench/results/{args.name}.md and .png in {results['total_s'] / 60:.1f} min",
+        f"bench: bench/results/{args.name}.md and .png written in {results['total_s'] / 60:.1f} min",
         file=sys.stderr,
     )
-    exact = all(
-        results[p]["check"]["exact"] if p != "throughput" else results[p]["pipeline"]["check"]["exact"]
+    exact = not results.get("errors") and all(
+        results[p]["pipeline"]["check"]["exact"] and results[p]["naive"]["exact"]
+        if p == "throughput"
+        else results[p]["check"]["exact"]
         for p in results
         if p in PHASES
     )
-    if "throughput" in results and not results["throughput"]["naive"]["exact"]:
-        exact = False
     if not exact:
-        print("bench: COUNTS NOT EXACT — see the report", file=sys.stderr)
+        print("bench: A PHASE FAILED OR A COUNT IS NOT EXACT — see the report", file=sys.stderr)
         return 1
     return 0
+
+
+def write_report(args: argparse.Namespace, facts: dict, results: dict, elapsed_s: float) -> None:
+    """After every phase, so that a later failure keeps what was measured."""
+    results["total_s"] = elapsed_s
+    mode = "quick run" if args.quick else f"{args.events:,} events"
+    harness.RESULTS.mkdir(parents=True, exist_ok=True)
+    (harness.RESULTS / f"{args.name}.md").write_text(report.markdown(results, facts, mode))
+    (harness.RESULTS / f"{args.name}.json").write_text(json.dumps({"facts": facts, **results}, default=str))
+    title = f"TelemetryPulse bench, {facts['date']}, {facts['commit']}".replace("*", "")
+    report.plot(results, harness.RESULTS / f"{args.name}.png", title)
+
+
+async def run_phase(phase: str, args: argparse.Namespace, stack: dict[str, str]) -> dict:
+    # At the steady rate every device reports every 10 s (the simulator's own cadence): 12,500 devices at
+    # 5,000 events/s. Denser devices grow the per-device dedup state (rate x grace ids): see the report.
+    live_topology = live_topology_for(args.rate)
+    if phase == "throughput":
+        return await throughput.run(
+            stack,
+            throughput.Options(
+                events=args.events,
+                naive_events=args.naive_events,
+                partitions=args.partitions,
+                seed=args.seed,
+                profile=not args.no_profile,
+                keep=args.keep,
+            ),
+        )
+    if phase == "latency":
+        return await live.run(
+            stack,
+            live.LiveOptions(
+                label="latency",
+                seconds=args.latency_seconds,
+                rate=args.rate,
+                topology=live_topology,
+                # Two anomaly episodes per device-hour: ~400 alerts a minute across 12,500 devices.
+                anomalies_per_hour=2.0,
+                poll_s=0.025,
+                rss_every_s=1.0,
+                seed=args.seed,
+                partitions=args.partitions,
+                keep=args.keep,
+            ),
+        )
+    if phase == "recovery":
+        return await recovery.run(
+            stack,
+            recovery.Options(
+                topology=recovery_topology(args.recovery_devices),
+                partitions=args.partitions,
+                seed=args.seed,
+                keep=args.keep,
+            ),
+        )
+    soak = await live.run(
+        stack,
+        live.LiveOptions(
+            label="soak",
+            seconds=args.soak_minutes * 60,
+            rate=args.rate,
+            topology=live_topology,
+            anomalies_per_hour=2.0,
+            poll_s=0.1,
+            rss_every_s=2.0,
+            seed=args.seed + 1,
+            partitions=args.partitions,
+            keep=args.keep,
+        ),
+    )
+    soak["seconds"] = soak["produce_s"]
+    soak["rss_every_s"] = 2.0
+    soak["flatness"] = report.rss_flatness(soak["rss"], warmup_s=min(60.0, soak["seconds"] / 5))
+    return soak
 
 
 if __name__ == "__main__":

@@ -83,21 +83,29 @@ class RowProbe:
     interval_s: float
     samples: list[tuple[float, float]] = field(default_factory=list)  # (produce time, latency s)
     polls: int = 0
+    errors: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        # A fresh table has no statistics yet, and the planner then scans partitions sequentially once per
-        # device and poll: that made the probe PostgreSQL's biggest load. Index scans only.
-        conn = await asyncpg.connect(
-            self.dsn, server_settings={"enable_seqscan": "off", "enable_bitmapscan": "off"}
-        )
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         since = dict.fromkeys(self.devices, epoch)
         seen: set = set()
+        conn: asyncpg.Connection | None = None
         try:
             while not self._stop.is_set():
                 started = time.time()
-                rows = await conn.fetch(PROBE_SQL, self.devices, [since[d] for d in self.devices])
+                try:
+                    # A fresh table has no statistics yet, and the planner then scans partitions sequentially
+                    # once per device and poll: that made the probe PostgreSQL's biggest load. Index scans only.
+                    conn = conn or await asyncpg.connect(
+                        self.dsn, server_settings={"enable_seqscan": "off", "enable_bitmapscan": "off"}
+                    )
+                    rows = await conn.fetch(PROBE_SQL, self.devices, [since[d] for d in self.devices])
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn = None  # the database restarting is not a latency sample; ask again
+                    self.errors += 1
+                    await asyncio.sleep(self.interval_s)
+                    continue
                 self.polls += 1
                 for r in rows:
                     if r["event_id"] in seen:
@@ -112,7 +120,8 @@ class RowProbe:
                         self._stop.wait(), max(0.0, self.interval_s - (time.time() - started))
                     )
         finally:
-            await conn.close()
+            if conn is not None:
+                await conn.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -248,7 +257,9 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             await conn.close()
 
         # Drain: the last events through to PostgreSQL and every probe row seen.
-        await harness.wait_processed(dep, count, timeout_s=180, desc=f"{opts.label} drain")
+        await harness.wait_processed(
+            dep, count, timeout_s=120 + (count - processed_at_end) / 1000, desc=f"{opts.label} drain"
+        )
         drained_s = time.monotonic() - began - produce_s
         want_rows = expected_probe_rows(count, len(ids), probe_indexes)
         deadline = time.monotonic() + 10
@@ -310,6 +321,7 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             alert_series=sorted(alert_lat),
             poll_s=opts.poll_s,
             polls=rows.polls,
+            probe_errors=rows.errors,
             devices=len(ids),
             probe_devices=len(probe_indexes),
             alerts_opened=len(alerts.opened),

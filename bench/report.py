@@ -353,6 +353,11 @@ def markdown(results: dict, facts: dict, mode: str) -> str:
         out += [f"| {name} | {share:.1%} |" for name, share in prof["components"]]
         out += ["", "| function (total time, incl. callees) | share |", "|---|---:|"]
         out += [f"| `{f}` | {share:.1%} |" for f, share in _interesting(prof["total"])[:15]]
+    for phase, error in (results.get("errors") or {}).items():
+        out += [
+            "",
+            f"**Phase {phase} failed:** `{error}` (its figures are missing; see bench/results/logs/).",
+        ]
     findings = notes(results)
     if findings:
         out += ["", "## Reading the figures", ""] + [f"- {n}" for n in findings]

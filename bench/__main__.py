@@ -185,7 +185,9 @@ async def run_phase(phase: str, args: argparse.Namespace, stack: dict[str, str])
     )
     soak["seconds"] = soak["produce_s"]
     soak["rss_every_s"] = 2.0
-    soak["flatness"] = report.rss_flatness(soak["rss"], warmup_s=min(60.0, soak["seconds"] / 5))
+    # Over the producing time only: the drain afterwards is another load.
+    producing = [(t, rss) for t, rss in soak["rss"] if t <= soak["produce_s"]]
+    soak["flatness"] = report.rss_flatness(producing, warmup_s=min(60.0, soak["seconds"] / 5))
     return soak
 
 

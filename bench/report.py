@@ -568,6 +568,7 @@ def plot(results: dict, path: Path, title: str) -> None:
     ax = axes[1][1]
     if soak and soak["rss"]:
         ax.plot([x / 60 for x, _ in soak["rss"]], [y / 2**20 for _, y in soak["rss"]], label="worker RSS")
+        ax.axvline(soak["produce_s"] / 60, color="grey", linestyle=":", label="producer stops (drain after)")
         f = soak.get("flatness")
         if f:
             m = f["median_bytes"] / 2**20

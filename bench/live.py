@@ -59,6 +59,8 @@ class LiveOptions:
     partitions: int
     keep: bool
     profile: Path | None = None  # py-spy folded stacks of the worker while producing
+    # How long to wait for the backlog after the producer stops; None: until it is done (counts then exact).
+    drain_limit_s: float | None = None
 
 
 def percentiles(values: list[float]) -> dict:
@@ -257,13 +259,20 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             await conn.close()
 
         # Drain: the last events through to PostgreSQL and every probe row seen.
-        await harness.wait_processed(
-            dep, count, timeout_s=120 + (count - processed_at_end) / 1000, desc=f"{opts.label} drain"
-        )
+        limit = 120 + (count - processed_at_end) / 1000
+        drained = True
+        try:
+            await harness.wait_processed(
+                dep, count, timeout_s=min(limit, opts.drain_limit_s or limit), desc=f"{opts.label} drain"
+            )
+        except TimeoutError:
+            if opts.drain_limit_s is None:
+                raise
+            drained = False
         drained_s = time.monotonic() - began - produce_s
         want_rows = expected_probe_rows(count, len(ids), probe_indexes)
         deadline = time.monotonic() + 10
-        while opts.poll_s > 0 and len(rows.samples) < want_rows and time.monotonic() < deadline:
+        while drained and opts.poll_s > 0 and len(rows.samples) < want_rows and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # alerts of the last batches
         cpu = ledger.stop()
@@ -300,12 +309,24 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             if event_id in ingest
         ]
         mismatches = []
-        if not raw == w5 == w15 == count:
-            mismatches.append(f"raw {raw}, windows {w5}/{w15}, produced {count}")
-        if alert_rows != len(alerts.opened):
-            mismatches.append(f"{alert_rows} alert rows, {len(alerts.opened)} opened on the topic")
-        if opts.poll_s > 0 and len(rows.samples) != want_rows:
-            mismatches.append(f"probe saw {len(rows.samples)} of {want_rows} rows")
+        if not drained:
+            # Raw rows and windows are written in one transaction per sink batch, so even mid-backlog they
+            # must agree; whether every event arrives exactly once is left unverified.
+            if not raw == w5 == w15 <= count:
+                mismatches.append(f"raw {raw}, windows {w5}/{w15} disagree (produced {count})")
+            exact = False if mismatches else None
+            mismatches.append(
+                f"not verified to the end: {count - w5:,} of {count:,} events still queued "
+                f"{opts.drain_limit_s:.0f} s after the producer stopped (raw rows and windows agree so far)"
+            )
+        else:
+            if not raw == w5 == w15 == count:
+                mismatches.append(f"raw {raw}, windows {w5}/{w15}, produced {count}")
+            if alert_rows != len(alerts.opened):
+                mismatches.append(f"{alert_rows} alert rows, {len(alerts.opened)} opened on the topic")
+            if opts.poll_s > 0 and len(rows.samples) != want_rows:
+                mismatches.append(f"probe saw {len(rows.samples)} of {want_rows} rows")
+            exact = not mismatches
         result.update(
             produced=count,
             produce_s=produced["seconds"],
@@ -330,7 +351,8 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             worker_cpu_share=cpu["worker"] / (produce_s + drained_s),
             rss=[(s.t, s.rss_bytes) for s in samples],
             peak_rss_bytes=(harness.proc_status_kb(worker.pid, "VmHWM") or 0) * 1024,
-            check={"exact": not mismatches, "mismatches": mismatches},
+            check={"exact": exact, "mismatches": mismatches},
+            drained=drained,
             state=state,
         )
     finally:

@@ -104,7 +104,9 @@ async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int,
     conn = await dep.connect()
     ready_s = None
     try:
-        with tqdm(desc=f"restart ({kind})", unit="s", leave=False, bar_format="{desc}: {elapsed}") as bar:
+        with tqdm(
+            desc=f"restart ({kind})", leave=False, mininterval=0.5, bar_format="{desc}: {elapsed}"
+        ) as bar:
             while True:
                 if ready_s is None and worker.ready():
                     ready_s = time.monotonic() - began

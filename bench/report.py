@@ -449,9 +449,16 @@ def _live_section(run: dict) -> list[str]:
         "",
         ("**Kept up**" if kept_up else "**Did not keep up**")
         + f": the worker had processed {run['processed_rate']:,.0f} events/s while {run['rate']:,.0f}/s were "
-        f"produced; {run['backlog_at_end']:,} events were still to do when the producer stopped, done "
-        f"{run['drain_after_produce_s']:.1f} s later. Counts exact: {run['check']['exact']} "
-        f"{run['check']['mismatches'] or ''}",
+        f"produced; {run['backlog_at_end']:,} events were still to do when the producer stopped"
+        + (
+            f", done {run['drain_after_produce_s']:.1f} s later."
+            if run.get("drained", True)
+            else f"; the bench stopped waiting {run['drain_after_produce_s']:.0f} s later."
+        )
+        + " Counts exact: "
+        + {True: "True", False: "**False**", None: "not verified to the end"}[run["check"]["exact"]]
+        + (f" ({'; '.join(run['check']['mismatches'])})" if run["check"]["mismatches"] else "")
+        + ".",
         "",
         f"CPU seconds: worker {cpu['worker']:.1f} ({run['worker_cpu_share']:.0%} of a core), Kafka "
         f"{cpu.get('kafka', 0):.1f}, PostgreSQL {cpu.get('postgres', 0):.1f}, producer {cpu.get('bench_children', 0):.1f}, "

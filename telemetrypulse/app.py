@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import faust
 import prometheus_client
+from faust.exceptions import AlreadyConfiguredWarning
 
 from telemetrypulse import db
 from telemetrypulse.exceptions import SettingsError
@@ -34,6 +36,17 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 class PipelineApp(faust.App):
+    def on_init_dependencies(self):
+        # `faust … worker` sets web_enabled from its --with-web/--without-web flag (default: with), over the
+        # app's setting; WORKER_WEB_PORT=0 must still mean no web server, or two workers on one host (scale-out,
+        # the fault tests) fight over port 6066 and the second one exits.
+        if settings.worker_web_port == 0:
+            with warnings.catch_warnings():
+                # Faust warns that the value was already read; the boot strategy reads it again right after this.
+                warnings.simplefilter("ignore", AlreadyConfiguredWarning)
+                self.conf.web_enabled = False
+        return super().on_init_dependencies()
+
     async def on_first_start(self) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
         await super().on_first_start()

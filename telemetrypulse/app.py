@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> PipelineApp:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=1,
+        TableManager="telemetrypulse.recovery:PipelineTableManager",
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,

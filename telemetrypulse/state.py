@@ -54,6 +54,11 @@ class DeviceState:
         return partition == self.partition and offset <= self.offset
 
 
+def fence_of(raw: bytes) -> int:
+    """The fence (source offset of the last event applied) of a serialized DeviceState."""
+    return orjson.loads(raw)["o"]
+
+
 @dataclass(slots=True)
 class Source:
     """Where an event came from, and when the pipeline received it (the Kafka record time)."""

@@ -7,6 +7,8 @@ deployments can share a cluster.
 from __future__ import annotations
 
 from telemetrypulse.app import app, settings
+from telemetrypulse.recovery import FencedTable
+from telemetrypulse.state import fence_of
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -18,13 +20,25 @@ changes_topic = app.topic(
     f"{settings.app_id}-changes", partitions=settings.topic_partitions, internal=True, **RAW
 )
 
-# Tables take their serializers from the app (raw bytes: the records are orjson of our own).
-TABLE = {"key_type": bytes, "value_type": bytes}
+# Tables take their serializers from the app (raw bytes: the records are orjson of our own). Both are
+# FencedTables: a restore keeps per key the record with the highest fence (see recovery.py).
+TABLE = {"key_type": bytes, "value_type": bytes, "beacon": app.tables.beacon}
 # One record per device: fence, watermark, dedup ids, open windows, latest values, open alerts.
-device_state_table = app.Table("device-state", partitions=settings.topic_partitions, default=None, **TABLE)
+device_state_table = app.tables.add(
+    FencedTable(
+        app,
+        name="device-state",
+        partitions=settings.topic_partitions,
+        default=None,
+        fence=fence_of,
+        **TABLE,
+    )
+)
 # Per source partition: the last offset whose side outputs (DLQ, re-keying) were published.
-partition_fence_table = app.Table(
-    "partition-fence", partitions=settings.topic_partitions, default=None, **TABLE
+partition_fence_table = app.tables.add(
+    FencedTable(
+        app, name="partition-fence", partitions=settings.topic_partitions, default=None, fence=int, **TABLE
+    )
 )
 
 

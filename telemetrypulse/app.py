@@ -52,9 +52,10 @@ class PipelineApp(faust.App):
         await super().on_first_start()
         # Topics before the consumer subscribes (managed Kafka often disables auto-creation), and the
         # schema before the sinks write; both wait for a service that is still starting.
-        from telemetrypulse.topology import ensure_pipeline_topics
+        from telemetrypulse.topology import ensure_changelog_topics, ensure_pipeline_topics
 
         await ensure_pipeline_topics(settings)
+        await ensure_changelog_topics(settings)
         await db.wait_for_database(settings.dsn)
         applied = await db.migrate(settings.dsn)
         if applied:

@@ -50,3 +50,28 @@ async def ensure_pipeline_topics(settings_=settings) -> None:
         [settings_.topic_events, settings_.topic_alerts, settings_.topic_dlq, f"{settings_.app_id}-changes"],
         settings_.topic_partitions,
     )
+
+
+async def ensure_changelog_topics(settings_=settings, timeout_s: float = 30.0) -> None:
+    """Declare the tables' changelog topics (Faust's own declaration: compacted) and wait until every partition
+    has a leader, before any consumer or producer of this worker caches their metadata.
+
+    Two workers starting at once both declare them; the one that lost the race cached the topic with 0
+    partitions, and every write to its table then raised PartitionsMismatch — the agent crashed and restarted
+    in a loop, each crash acking (losing) its batch (found by tests/faults F3/scale-out, two workers started
+    together on a fresh deployment).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from telemetrypulse.settings import aiokafka_options
+    from telemetrypulse.topics import _wait_visible
+
+    tables = [device_state_table, partition_fence_table]
+    for table in tables:
+        await table.changelog_topic.maybe_declare()
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings_), client_id=f"{settings_.app_id}-admin")
+    await admin.start()
+    try:
+        await _wait_visible(admin, [table.changelog_topic_name for table in tables], timeout_s)
+    finally:
+        await admin.close()

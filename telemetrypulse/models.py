@@ -192,6 +192,14 @@ def validate_event(raw: bytes, now: int) -> Event | Invalid:
     return validate_payload(payload, now)
 
 
+# A dead letter must fit the DLQ topic, and base64 makes a payload a third larger than the message it came
+# from: a message close to Kafka's default 1 MiB limit (what managed clusters keep) gave a dead letter the
+# broker rejects, and the worker retried that batch forever — one bad message stopped every partition
+# (found by tests/faults F7). Bytes beyond these limits are cut, and the record says so.
+DLQ_MAX_PAYLOAD_BYTES = 256 * 1024
+DLQ_MAX_KEY_BYTES = 1024
+
+
 def dlq_record(
     invalid: Invalid,
     *,
@@ -202,16 +210,24 @@ def dlq_record(
     payload: bytes | None,
     received_at_us: int,
 ) -> bytes:
-    """The dead-letter message of SPEC §6 (the original bytes kept, base64, so nothing is lost)."""
+    """The dead-letter message of SPEC §6: the original bytes kept (base64), up to DLQ_MAX_PAYLOAD_BYTES;
+    `truncated` says whether key or payload were cut, `payload_size` is the original length."""
+    truncated = (payload is not None and len(payload) > DLQ_MAX_PAYLOAD_BYTES) or (
+        key is not None and len(key) > DLQ_MAX_KEY_BYTES
+    )
     return orjson.dumps(
         {
             "error": invalid.error,
-            "detail": invalid.detail,
+            "detail": invalid.detail[:2000],
             "source_topic": source_topic,
             "source_partition": source_partition,
             "source_offset": source_offset,
-            "key": None if key is None else key.decode("utf-8", "replace"),
-            "payload": None if payload is None else base64.b64encode(payload).decode("ascii"),
+            "key": None if key is None else key[:DLQ_MAX_KEY_BYTES].decode("utf-8", "replace"),
+            "payload": None
+            if payload is None
+            else base64.b64encode(payload[:DLQ_MAX_PAYLOAD_BYTES]).decode("ascii"),
+            "payload_size": None if payload is None else len(payload),
+            "truncated": truncated,
             "received_at": iso_utc(received_at_us),
         }
     )

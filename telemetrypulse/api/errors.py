@@ -28,6 +28,10 @@ DATABASE_DOWN = (
     asyncpg.InterfaceError,
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+    # SQLSTATE 55000 at login: "database … is not currently accepting connections" (ALTER DATABASE …
+    # ALLOW_CONNECTIONS false during maintenance or a restore). /health/ready answered 500 instead of 503
+    # (found by tests/faults F6).
+    asyncpg.ObjectNotInPrerequisiteStateError,
 )
 
 _STATUS_CODES = {

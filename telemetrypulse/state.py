@@ -17,6 +17,9 @@ import orjson
 from telemetrypulse import alerts, windows
 from telemetrypulse.models import Event
 
+# Rows per record of the changes topic: a row is at most ~600 bytes with 64-character identifiers.
+MAX_ITEMS_PER_CHANGES_MESSAGE = 1500
+
 
 @dataclass(slots=True)
 class DeviceState:
@@ -97,14 +100,27 @@ class BatchOutput:
         self.alerts_opened += other.alerts_opened
         self.alerts_resolved += other.alerts_resolved
 
-    def changes_message(self) -> dict:
-        """The record for the internal changes topic that the PostgreSQL sink reads."""
-        return {
-            "events": self.stored,
-            "windows": list(self.windows.values()),
-            "latest": list(self.latest.values()),
-            "alerts": list(self.alert_rows.values()),
-        }
+    def changes_messages(self, max_items: int = MAX_ITEMS_PER_CHANGES_MESSAGE) -> list[bytes]:
+        """The records for the internal changes topic that the PostgreSQL sink reads.
+
+        At most `max_items` rows a record, so that one stays under the 1 MB message limit of managed
+        Kafka services even with identifiers at their longest. Every row is complete (a window carries
+        its whole aggregate and version), so the sink may write them in any grouping; their order
+        across records is kept.
+        """
+        rows = [
+            *(("events", row) for row in self.stored),
+            *(("windows", row) for row in self.windows.values()),
+            *(("latest", row) for row in self.latest.values()),
+            *(("alerts", row) for row in self.alert_rows.values()),
+        ]
+        records = []
+        for i in range(0, len(rows), max_items):
+            record: dict[str, list] = {"events": [], "windows": [], "latest": [], "alerts": []}
+            for kind, row in rows[i : i + max_items]:
+                record[kind].append(row)
+            records.append(orjson.dumps(record))
+        return records
 
 
 def stored_row(event: Event, source: Source, late: bool) -> tuple:

@@ -38,9 +38,6 @@ from telemetrypulse.topology import (
 
 log = logging.getLogger(__name__)
 
-# Stay well under the 1 MB default message limit of managed Kafka services.
-MAX_EVENTS_PER_CHANGES_MESSAGE = 1500
-
 
 @contextlib.contextmanager
 def as_current_event(event: faust.types.EventT):
@@ -146,7 +143,7 @@ async def handle_batch(batch: list[faust.types.EventT]) -> None:
             if state.offset != before:
                 state_writes.append((anchor, key, state.to_bytes()))
         total.merge(partition_output)
-        for chunk in _changes_messages(partition_output):
+        for chunk in partition_output.changes_messages():
             sends.append((changes_topic, None, chunk, partition))
         for message in partition_output.alert_messages:
             sends.append((alerts_topic, message["device_id"].encode(), orjson.dumps(message), None))
@@ -167,21 +164,6 @@ async def handle_batch(batch: list[faust.types.EventT]) -> None:
     metrics.EVENTS.labels("rekeyed").inc(rekeyed_count)
     metrics.ALERTS.labels("open").inc(total.alerts_opened)
     metrics.ALERTS.labels("resolved").inc(total.alerts_resolved)
-
-
-def _changes_messages(output: BatchOutput) -> list[bytes]:
-    if not (output.stored or output.windows or output.latest or output.alert_rows):
-        return []
-    message = output.changes_message()
-    events = message.pop("events")
-    chunks = [
-        events[i : i + MAX_EVENTS_PER_CHANGES_MESSAGE]
-        for i in range(0, len(events), MAX_EVENTS_PER_CHANGES_MESSAGE)
-    ]
-    first = dict(message, events=chunks[0] if chunks else [])
-    return [orjson.dumps(first)] + [
-        orjson.dumps({"events": chunk, "windows": [], "latest": [], "alerts": []}) for chunk in chunks[1:]
-    ]
 
 
 async def _publish(sends: list[tuple[faust.types.TopicT, bytes | None, bytes, int | None]]) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from telemetrypulse import alerts
 from telemetrypulse.models import Event, to_us
-from telemetrypulse.state import DeviceState, Source, apply_events
+from telemetrypulse.state import BatchOutput, DeviceState, Source, apply_events
 from telemetrypulse.windows import is_final, window_start_us
 
 T0 = to_us(datetime(2026, 3, 1, 23, 55, tzinfo=UTC))
@@ -200,3 +201,31 @@ def test_fence_of_another_partition_does_not_skip():
     state = DeviceState(partition=1, offset=100)
     out = apply_events(state, [(ev(T0), Source(2, 5, 0))], GRACE)
     assert out.accepted == 1 and state.partition == 2 and state.offset == 5
+
+
+def test_changes_records_stay_under_a_managed_kafka_message_limit():
+    """A batch at the worker's size, every row at its widest (64-char ids, alerts opening), is cut
+    into records under 1 MB that together hold every row once, in order."""
+    output = None
+    long_id = "x" * 60
+    for n in range(4000):
+        device = f"{long_id}{n:04d}"
+        state = DeviceState()
+        event = Event(str(uuid.uuid4()), device, "s" * 64, "z" * 64, "co2", 123456.789012345, T0 + n, "ppm")
+        out = apply_events(state, [(event, Source(0, n, T0 + n))], GRACE)
+        if output is None:
+            output = out
+        else:
+            output.merge(out)
+    assert len(output.alert_rows) == 4000
+    records = [orjson.loads(r) for r in output.changes_messages()]
+    sizes = [len(r) for r in output.changes_messages()]
+    assert max(sizes) < 1_000_000, sizes
+    for kind, expected in [
+        ("events", output.stored),
+        ("windows", list(output.windows.values())),
+        ("latest", list(output.latest.values())),
+        ("alerts", list(output.alert_rows.values())),
+    ]:
+        assert [row for r in records for row in r[kind]] == orjson.loads(orjson.dumps(expected))
+    assert BatchOutput().changes_messages() == []

@@ -246,21 +246,12 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def stack_pids() -> dict[str, int]:
-    """Pids of the local Kafka and PostgreSQL (read from devstack's state), only to read their CPU time."""
-    import json
+    """Pids of the local Kafka and PostgreSQL (from devstack's records), only to read their CPU time."""
+    from telemetrypulse.devstack import stack
 
-    pids: dict[str, int] = {}
-    state = ROOT / ".devstack" / "state.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        pid = json.loads(state.read_text())["kafka"]["pid"]
-        if pid and psutil.pid_exists(pid):
-            pids["kafka"] = pid
-    pidfile = ROOT / ".devstack" / "postgres" / "data" / "postmaster.pid"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        pid = int(pidfile.read_text().splitlines()[0])
-        if psutil.pid_exists(pid):
-            pids["postgres"] = pid
-    return pids
+    s = stack()
+    pids = {"kafka": s.kafka_pid(), "postgres": s.postgres_pid()}
+    return {name: pid for name, pid in pids.items() if pid and psutil.pid_exists(pid)}
 
 
 class CpuLedger:

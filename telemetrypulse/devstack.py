@@ -819,7 +819,8 @@ def run_system(s: Devstack) -> int:
             children[name] = child
             threading.Thread(target=_prefix_output, args=(name, child.stdout), daemon=True).start()
             say(f"{name} started (pid {child.pid}): {' '.join(cmd)}")
-        say("running: API on http://127.0.0.1:8000 (dashboard /, Swagger /docs); Ctrl-C stops everything")
+        api = f"http://127.0.0.1:{os.environ.get('PORT') or 8000}"
+        say(f"running: API on {api} (dashboard /, Swagger /docs); Ctrl-C stops everything")
         while not stopping.wait(0.5):
             exited = [(name, c.returncode) for name, c in children.items() if c.poll() is not None]
             if exited:

@@ -87,12 +87,20 @@ def iso_utc(us: int) -> str:
     return text + "Z"
 
 
+def _rfc3339_upper(text: str) -> str:
+    """RFC 3339, the ISO-8601 profile of the internet, allows a lower-case "t" separator and "z"."""
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    date_part, sep, rest = text.partition("t")
+    return f"{date_part}T{rest}" if sep and date_part[:4].isdigit() and len(date_part) in (8, 10) else text
+
+
 def parse_timestamp_us(text: object) -> int | str:
     """µs since the epoch for an ISO-8601 time with an offset, else the reason it is not one."""
     if not isinstance(text, str):
         return f"must be an ISO-8601 string, got {type(text).__name__}"
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(_rfc3339_upper(text))
     except ValueError:
         return f"not an ISO-8601 date-time: {text[:64]!r}"
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -121,7 +129,10 @@ def _check_value(sensor: str, value: object) -> float | str:
     # bool is a subclass of int in Python, but `true` is not a number in JSON.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number, got {type(value).__name__}"
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond any float
+        return "must be a finite number"
     if not math.isfinite(number):
         return "must be a finite number"
     if sensor == "occupancy":

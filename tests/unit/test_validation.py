@@ -121,7 +121,7 @@ def test_wrong_fields_are_invalid_field(overrides):
     assert error_of(make(**overrides)) == "invalid_field"
 
 
-@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"1" + b"0" * 400])
 def test_non_finite_numbers_are_invalid_values(token):
     raw = orjson.dumps(make(value=0)).replace(b'"value":0', b'"value":' + token)
     assert error_of(raw) == "invalid_field"
@@ -142,6 +142,13 @@ def test_offsets_other_than_z_give_the_same_instant():
     india = check(make(ts_event="2026-11-26T12:00:00+05:30"))
     pacific = check(make(ts_event="2026-11-25T22:30:00.000-08:00"))
     assert zulu.ts_event_us == india.ts_event_us == pacific.ts_event_us
+
+
+def test_rfc3339_forms_and_sub_microsecond_digits():
+    zulu = check(make(ts_event="2026-11-26T06:30:00Z")).ts_event_us
+    assert check(make(ts_event="2026-11-26t06:30:00z")).ts_event_us == zulu  # RFC 3339 lower case
+    assert check(make(ts_event="2026-11-26T06:30:00.000000999Z")).ts_event_us == zulu  # ns cut to µs
+    assert check(make(ts_event="2026-11-26T07:30:00+0100")).ts_event_us == zulu
 
 
 def test_future_limit_is_five_minutes_ahead_of_the_clock():

@@ -118,6 +118,15 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
             ["--bootstrap", dep.bootstrap, "--topic", dep.topic_events, "--expect", str(opts.events)],
         )
         result["ceiling"] = await harness.wait_module(child, timeout_s=600)
+        # Faust's own floor: the same delivery path as the worker's, with nothing done per event.
+        child = harness.run_module(
+            "bench.faust_floor",
+            [
+                "--bootstrap", dep.bootstrap, "--topic", dep.topic_events, "--expect", str(opts.events),
+                "--data-dir", str(dep.tmp / "faust-floor"),
+            ],
+        )  # fmt: skip
+        result["faust_floor"] = await harness.wait_module(child, timeout_s=600)
 
         worker = dep.new_worker()
         worker.start()

@@ -106,7 +106,8 @@ class BatchOutput:
         At most `max_items` rows a record, so that one stays under the 1 MB message limit of managed
         Kafka services even with identifiers at their longest. Every row is complete (a window carries
         its whole aggregate and version), so the sink may write them in any grouping; their order
-        across records is kept.
+        across records is kept, raw events first: PostgreSQL never shows a window counting an event
+        whose raw row is not there yet.
         """
         rows = [
             *(("events", row) for row in self.stored),

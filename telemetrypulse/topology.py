@@ -23,6 +23,21 @@ changes_topic = app.topic(
 # Tables take their serializers from the app (raw bytes: the records are orjson of our own). Both are
 # FencedTables: a restore keeps per key the record with the highest fence (see recovery.py).
 TABLE = {"key_type": bytes, "value_type": bytes, "beacon": app.tables.beacon}
+# RocksDB sizes per partition database (Faust opens one per table partition, standbys included). Faust's
+# defaults — three 64 MiB memtables and a 2 GiB block cache each — let a worker with 6 partitions grow past
+# 1.4 GiB while rewriting device records (bench soak); these bound it to tens of MiB a database.
+DEVICE_STATE_ROCKSDB = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024 * 1024,
+    "block_cache_compressed_size": 0,
+}
+FENCE_ROCKSDB = {
+    "write_buffer_size": 512 * 1024,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 1024 * 1024,
+    "block_cache_compressed_size": 0,
+}
 # One record per device: fence, watermark, dedup ids, open windows, latest values, open alerts.
 device_state_table = app.tables.add(
     FencedTable(
@@ -31,13 +46,20 @@ device_state_table = app.tables.add(
         partitions=settings.topic_partitions,
         default=None,
         fence=fence_of,
+        options=dict(DEVICE_STATE_ROCKSDB),
         **TABLE,
     )
 )
 # Per source partition: the last offset whose side outputs (DLQ, re-keying) were published.
 partition_fence_table = app.tables.add(
     FencedTable(
-        app, name="partition-fence", partitions=settings.topic_partitions, default=None, fence=int, **TABLE
+        app,
+        name="partition-fence",
+        partitions=settings.topic_partitions,
+        default=None,
+        fence=int,
+        options=dict(FENCE_ROCKSDB),
+        **TABLE,
     )
 )
 

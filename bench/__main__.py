@@ -14,10 +14,10 @@ import logging
 import sys
 import time
 
-from bench import harness, live, recovery, report, throughput
+from bench import api, harness, live, recovery, report, throughput
 from telemetrypulse.simulator import Topology
 
-PHASES = ("throughput", "latency", "recovery", "soak")
+PHASES = ("throughput", "latency", "recovery", "api", "soak")
 log = logging.getLogger("bench")
 
 
@@ -156,6 +156,18 @@ async def run_phase(phase: str, args: argparse.Namespace, stack: dict[str, str])
                 rss_every_s=1.0,
                 seed=args.seed,
                 partitions=args.partitions,
+                keep=args.keep,
+            ),
+        )
+    if phase == "api":
+        return await api.run(
+            stack,
+            api.ApiOptions(
+                events=20_000 if args.quick else 200_000,
+                seconds=10.0 if args.quick else 30.0,
+                concurrency=16,
+                partitions=args.partitions,
+                seed=args.seed,
                 keep=args.keep,
             ),
         )

@@ -307,6 +307,25 @@ def markdown(results: dict, facts: dict, mode: str) -> str:
         out += ["", f"## Latency at {lat['rate']:,.0f} events/s for {lat['produce_s']:.0f} s", ""]
         out += _live_section(lat)
 
+    a = results.get("api")
+    if a:
+        out += [
+            "",
+            f"## API latency: {a['concurrency']} concurrent clients for {a['seconds']:.0f} s",
+            "",
+            f"A `telemetrypulse api` process over a database the worker filled with {a['events']:,} simulator "
+            f"events of {a['devices']} devices (worker stopped during the load); clients rotate over the three "
+            "routes with random sites, zones, sensors, window sizes and devices (`bench/api_load.py`).",
+            "",
+            "| route | requests | errors | p50 | p99 | max | req/s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for route, r in a["routes"].items():
+            out.append(
+                f"| `{route}` | {r['requests']:,} | {r['errors']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+                f"{r['max_ms']:.1f} ms | {r['rps']:,.1f} |"
+            )
+
     rec = results.get("recovery")
     if rec:
         s, b = rec["state"], rec["build"]

@@ -38,6 +38,7 @@ FENCE_ROCKSDB = {
     "block_cache_size": 1024 * 1024,
     "block_cache_compressed_size": 0,
 }
+# `options=dict(…)`: Faust pops keys from the mapping it is given, so each table gets its own copy.
 # One record per device: fence, watermark, dedup ids, open windows, latest values, open alerts.
 device_state_table = app.tables.add(
     FencedTable(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,13 @@ def stack_env() -> dict[str, str]:
     if missing:
         raise RuntimeError(f"{', '.join(missing)} unknown: run `make up` first")
     return values
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def with_database(dsn: str, name: str) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from telemetrypulse import db
 from telemetrypulse.settings import Settings
 from tests import support
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,12 +79,6 @@ async def app_client(settings: Settings, **options):
 async def client(stack, api_dsn):
     async with app_client(api_settings(stack, api_dsn)) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveApi:

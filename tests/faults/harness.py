@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -565,17 +564,11 @@ def assigned_input_partitions(log_text: str, topic: str) -> set[int]:
 # --------------------------------------------------------------------------------------------- the API (V7)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Api:
     """`telemetrypulse api` as a child process, stopped by its pid."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
+        self.port = support.free_port()
         self.env = dict(env, PORT=str(self.port))
         self.log_path = log_path
         self.process: subprocess.Popen | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -14,17 +13,11 @@ import psutil
 import pytest
 
 from telemetrypulse import devstack
-from tests.support import OUTPUT, ROOT, wait_for
+from tests.support import OUTPUT, ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
 SIMULATED_DEVICES = 3 * 5 * 3  # the simulator's default topology: sites × zones × devices
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _running(pid: int) -> bool:

@@ -15,6 +15,7 @@ from faust.exceptions import AlreadyConfiguredWarning
 from telemetrypulse import db
 from telemetrypulse.exceptions import SettingsError
 from telemetrypulse.settings import Settings, get_settings, kafka_ssl_context
+from telemetrypulse.transport import PipelineTransport
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 
 class PipelineApp(faust.App):
+    def _new_transport(self) -> faust.types.TransportT:
+        return PipelineTransport(self.conf.broker_consumer, self)
+
     def on_init_dependencies(self):
         # `faust … worker` sets web_enabled from its --with-web/--without-web flag (default: with), over the
         # app's setting; WORKER_WEB_PORT=0 must still mean no web server, or two workers on one host (scale-out,

@@ -364,8 +364,40 @@ class FaultRun:
         except TimeoutError:
             raise AssertionError(
                 f"not settled after {timeout_s}s: (raw rows, sum of 5m counts) = {await self.pipe.counts()}, "
-                f"the model says {want}"
+                f"the model says {want}; {await self.missing_rows()}"
             ) from None
+
+    async def missing_rows(self) -> str:
+        """Where the raw rows PostgreSQL lacks came from: source partition -> offset ranges (for the diagnosis)."""
+        conn = await asyncpg.connect(self.pipe.dsn)
+        try:
+            stored = {
+                (r["device_id"], str(r["event_id"]))
+                for r in await conn.fetch("SELECT device_id, event_id FROM telemetry_events")
+            }
+        finally:
+            await conn.close()
+        missing: dict[int, list[int]] = {}
+        for record in await support.read_topic(self.pipe.bootstrap, self.pipe.topic_events):
+            try:
+                event = orjson.loads(record.value)
+                key = (event["device_id"], event["event_id"].lower())
+            except Exception:
+                continue
+            if key in self.expected.raw and key not in stored:
+                missing.setdefault(record.partition, []).append(record.offset)
+        ranges = {}
+        for partition, offsets in sorted(missing.items()):
+            spans, start = [], None
+            for previous, offset in zip([None, *offsets], offsets, strict=False):
+                if start is None:
+                    start = offset
+                elif offset != previous + 1:
+                    spans.append(f"{start}-{previous}")
+                    start = offset
+            spans.append(f"{start}-{offsets[-1]}")
+            ranges[partition] = f"{len(offsets)} rows at offsets {', '.join(spans[:20])}"
+        return f"missing raw rows by source partition: {ranges or 'none'}"
 
     async def caught_up(self, timeout_s: float = 60) -> None:
         """V5: committed offsets of the events topic (process agent) and the changes topic (sink) reach the

@@ -9,7 +9,7 @@ DEVSTACK := $(PY) -m telemetrypulse.devstack
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test up down bench faults lint migrate
+.PHONY: install run test up down bench bench-quick faults lint migrate
 
 install: $(STAMP) /usr/bin/chromium
 
@@ -43,6 +43,11 @@ faults: install
 
 bench: install
 	$(DEVSTACK) with-stack -- $(PY) -m bench
+
+# For iterating on the engine (≤ 3 min): throughput on both datasets beside the baselines, and a shortened keep-up
+# phase (with its rate ladder); writes bench/results/quick.md.
+bench-quick: install
+	$(DEVSTACK) with-stack -- $(PY) -m bench --quick --phases throughput,keepup
 
 # Stack, migrations, worker + API + simulator; Ctrl-C stops everything this started.
 run: install

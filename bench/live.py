@@ -1,5 +1,6 @@
-"""Live phases: simulator events at a steady rate (bench/pace.py) into a running worker — latency (produce → row
-visible in PostgreSQL, produce → alert on the alerts topic) and, over a long run, the worker's memory.
+"""Live phases: simulator events at a steady rate (bench/pace.py) into a running pipeline — the keep-up phase
+(backlog every second, latency produce → row visible in PostgreSQL and produce → alert on the alerts topic, Kafka
+bytes written per input byte, then a rate ladder while each rate holds) and, over a long run, the pipeline's memory.
 
 How latency is measured:
 * Produce time is the Kafka record timestamp, set when the event is appended to the producer's batch (sent in
@@ -11,13 +12,17 @@ How latency is measured:
   stated by at most one poll interval (reported). Sampling keeps the probe's own load on PostgreSQL small.
 * Alerts: a consumer on the alerts topic stamps each `open` message when it arrives; its `event_id` names the
   opening reading, whose `ts_ingest` gives the produce time.
-Same machine, same clock for all of it.
+* Backlog: every second, events produced (end offsets of the events topic) minus events counted in PostgreSQL,
+  in seconds of production at the step's rate.
+Same machine, same clock for all of it. A rate ladder runs each rung on the same deployment right after the one
+before (same 12,500 devices reporting more often), each with its own producer seed (new event ids).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -28,9 +33,10 @@ import asyncpg
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
-from bench import harness
+from bench import harness, kafka_sizes
 from bench.profile import Profiler
 from telemetrypulse.simulator import Topology
 
@@ -44,6 +50,12 @@ CROSS JOIN LATERAL (
     WHERE t.device_id = p.device_id AND t.ts_event >= p.since
 ) e
 """
+
+
+TARGET_ROW_P99_S = 1.0  # issue 11: p99 produce→PostgreSQL; the rate ladder's criterion
+ABORT_BACKLOG_S = (
+    5.0  # a ladder rung this far behind has failed: stop producing instead of growing the backlog
+)
 
 
 @dataclass
@@ -61,6 +73,14 @@ class LiveOptions:
     profile: Path | None = None  # py-spy folded stacks of the worker while producing
     # How long to wait for the backlog after the producer stops; None: until it is done (counts then exact).
     drain_limit_s: float | None = None
+    warmup_s: float = 10.0  # the verdicts judge what is produced after it
+    backlog_every_s: float = 1.0
+    # Rates tried after the main run, on the same deployment, while each still holds (stop at the first failure).
+    ladder: tuple[float, ...] = ()
+    ladder_seconds: float = 30.0
+    ladder_warmup_s: float = 5.0
+    ladder_drain_limit_s: float = 60.0
+    kafka_bytes: bool = False  # measure the worker's Kafka bytes per input byte after the main run
 
 
 def percentiles(values: list[float]) -> dict:
@@ -165,30 +185,124 @@ class AlertProbe:
         self._stop.set()
 
 
+STORED_SQL = "SELECT coalesce(sum(count_events), 0) FROM telemetry_device_agg_5m"
+
+
+@dataclass
+class BacklogMonitor:
+    """Every `interval_s`, at the same moment: events produced (the events topic's end offsets) and events in
+    PostgreSQL (counted in the 5-minute device windows — a sum over a few rows per series; counting raw rows would
+    scan the whole growing table every second, a load of its own on a shared 2-core machine). The run's exactness
+    check compares the two counts with the raw rows at the end."""
+
+    bootstrap: str
+    topic: str
+    dsn: str
+    interval_s: float
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (wall time, produced, stored)
+    errors: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        tps = [TopicPartition(self.topic, p) for p in await harness.partitions_of(self.bootstrap, self.topic)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        conn: asyncpg.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                started = time.time()
+                try:
+                    conn = conn or await asyncpg.connect(self.dsn)
+                    ends, stored = await asyncio.gather(consumer.end_offsets(tps), conn.fetchval(STORED_SQL))
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError):
+                    conn = None
+                    self.errors += 1
+                else:
+                    self.samples.append((started, sum(ends.values()), int(stored)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stop.wait(), max(0.0, self.interval_s - (time.time() - started))
+                    )
+        finally:
+            await consumer.stop()
+            if conn is not None:
+                await conn.close()
+
+    def backlog_s(self, rate: float, since: float) -> float:
+        """The latest backlog in seconds of production at `rate`, if sampled after `since` (else 0)."""
+        if not self.samples or self.samples[-1][0] < since:
+            return 0.0
+        _, produced, stored = self.samples[-1]
+        return max(0, produced - stored) / rate
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Step:
+    """One steady rate for a while: the main run, or a rung of the rate ladder."""
+
+    rate: float
+    seconds: float
+    seed: int
+    produced: dict = field(default_factory=dict)  # bench/pace.py's summary
+    aborted: str | None = None
+
+    @property
+    def began_at(self) -> float:
+        return self.produced["began_at"]
+
+    @property
+    def ended_at(self) -> float:
+        return self.produced["began_at"] + self.produced["seconds"]
+
+    @property
+    def sent(self) -> int:
+        return self.produced["sent"]
+
+
 async def state_sample(dep: harness.Deployment) -> dict:
-    """How big the device records have grown: the latest record of the most recently written devices, and
-    how many bytes the device-state changelog took on the broker's disk over the run."""
-    values = await harness.tail_values(dep.bootstrap, dep.changelog_topic, per_partition=300)
-    records = [orjson.loads(v) for v in values.values()]
-    n = max(1, len(records))
+    """How big today's device records have grown (the latest record of the most recently written devices).
+    Only for an engine whose device-state changelog holds JSON records; another encoding gives {}."""
+    try:
+        values = await harness.tail_values(dep.bootstrap, dep.changelog_topic, per_partition=300)
+        records = [orjson.loads(v) for v in values.values()]
+    except (orjson.JSONDecodeError, KafkaError, TimeoutError):
+        return {}
+    if not records or not all(isinstance(r, dict) for r in records):
+        return {}
+    n = len(records)
     return {
-        "devices_sampled": len(records),
+        "devices_sampled": n,
         "record_bytes_avg": sum(map(len, values.values())) / n,
         "seen_ids_avg": sum(len(r.get("seen", ())) for r in records) / n,
         "seen_bytes_share": sum(len(orjson.dumps(r.get("seen", {}))) for r in records)
         / max(1, sum(map(len, values.values()))),
         "windows_avg": sum(len(r.get("win", ())) for r in records) / n,
-        "changelog_disk_bytes": harness.topic_disk_bytes(dep.changelog_topic),
-        "changes_disk_bytes": harness.topic_disk_bytes(f"{dep.app_id}-changes"),
-        "events_disk_bytes": harness.topic_disk_bytes(dep.topic_events),
     }
 
 
-def pace_command(opts: LiveOptions, count: int, bootstrap: str, topic: str) -> list[str]:
+async def kafka_output_bytes(dep: harness.Deployment) -> dict:
+    """Kafka bytes written by the worker per input byte: its output topics (changes, table changelogs, alerts,
+    dead letters) over the events topic, as the broker stores them."""
+    outputs = await dep.worker_output_topics()
+    sizes = await kafka_sizes.topic_sizes(dep.bootstrap, [dep.topic_events, *outputs])
+    events = sizes.pop(dep.topic_events)
+    written = sum(sizes.values())
+    return {
+        "events_bytes": events,
+        "written_bytes": written,
+        "per_input_byte": written / events if events else None,
+        "topics": {name.removeprefix(f"{dep.app_id}-"): size for name, size in sizes.items()},
+    }
+
+
+def pace_command(opts: LiveOptions, step: Step, count: int, bootstrap: str, topic: str) -> list[str]:
     t = opts.topology
     return [
         str(harness.VENV_BIN / "python"), "-m", "bench.pace", "--bootstrap", bootstrap, "--topic", topic,
-        "--rate", str(opts.rate), "--count", str(count), "--seed", str(opts.seed),
+        "--rate", str(step.rate), "--count", str(count), "--seed", str(step.seed),
         "--sites", str(t.sites), "--zones", str(t.zones), "--devices-per-zone", str(t.devices_per_zone),
         "--anomalies-per-hour", str(opts.anomalies_per_hour),
     ]  # fmt: skip
@@ -204,164 +318,326 @@ def expected_probe_rows(count: int, devices: int, probe_indexes: set[int]) -> in
     return n
 
 
+async def produce_step(
+    opts: LiveOptions,
+    dep: harness.Deployment,
+    step: Step,
+    monitor: BacklogMonitor,
+    abort_after_s: float | None = None,
+) -> None:
+    """Run bench/pace.py at the step's rate; with `abort_after_s`, stop it early (SIGTERM: it still reports what it
+    sent) once the backlog exceeds `ABORT_BACKLOG_S` after that many seconds: the rung has failed either way."""
+    pipeline = dep.worker
+    assert pipeline is not None
+    count = int(step.rate * step.seconds)
+    log_path = harness.LOGS / f"{opts.label}-producer.log"
+    spawned = time.time()
+    with log_path.open("ab") as log:
+        producer = subprocess.Popen(
+            pace_command(opts, step, count, dep.bootstrap, dep.topic_events),
+            cwd=harness.ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        total = round(step.seconds)
+        with tqdm(total=total, desc=f"{opts.label} @ {step.rate:,.0f}/s", unit="s", leave=False) as bar:
+            while producer.poll() is None:
+                await asyncio.sleep(0.5)
+                bar.update(min(total, int(time.time() - spawned)) - bar.n)
+                if died := pipeline.dead():
+                    raise RuntimeError(died)
+                if abort_after_s is not None and step.aborted is None:
+                    behind = monitor.backlog_s(step.rate, since=spawned + abort_after_s)
+                    if behind > ABORT_BACKLOG_S:
+                        step.aborted = f"stopped after {time.time() - spawned:.0f} s: backlog {behind:.1f} s"
+                        producer.send_signal(signal.SIGTERM)
+        if producer.returncode != 0:
+            raise RuntimeError(f"producer exited with {producer.returncode}; see {log_path}")
+        assert producer.stdout is not None
+        step.produced = orjson.loads(producer.stdout.read().decode().strip().splitlines()[-1])
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait(10)
+
+
+def step_figures(
+    step: Step,
+    warmup_s: float,
+    rows: list[tuple[float, float]],
+    alerts: list[tuple[float, float]],
+    monitor: BacklogMonitor,
+) -> dict:
+    """A step's latencies (all, and produced after the warm-up) and its backlog series, from the run's samples."""
+    start, end, judged = step.began_at, step.ended_at, step.began_at + warmup_s
+    backlog = [
+        (t - start, max(0, produced - stored) / step.rate)
+        for t, produced, stored in monitor.samples
+        if start <= t <= end
+    ]
+    after = [b for t, b in backlog if t >= warmup_s]
+    return {
+        "target_rate": step.rate,
+        "began_at": start,
+        "rate": step.produced["rate"],
+        "produced": step.sent,
+        "produce_s": step.produced["seconds"],
+        "late_ticks": step.produced["late_ticks"],
+        "aborted": step.aborted,
+        "warmup_s": warmup_s,
+        "row_latency": percentiles([lat for t, lat in rows if start <= t < end]),
+        "row_latency_judged": percentiles([lat for t, lat in rows if judged <= t < end]),
+        "alert_latency": percentiles([lat for t, lat in alerts if start <= t < end]),
+        "alert_latency_judged": percentiles([lat for t, lat in alerts if judged <= t < end]),
+        "backlog_series": backlog,
+        "backlog_max_judged_s": max(after) if after else None,
+    }
+
+
+def rung_held(figures: dict) -> tuple[bool, str]:
+    """A rate holds if the producer kept it, nothing stopped it, and p99 produce→PostgreSQL after the warm-up is
+    within the target."""
+    p99 = figures["row_latency_judged"].get("p99")
+    if figures["aborted"]:
+        return False, figures["aborted"]
+    if figures["rate"] < 0.95 * figures["target_rate"]:
+        return False, f"the producer reached only {figures['rate']:,.0f}/s (the machine, not the pipeline)"
+    if p99 is None:
+        return False, "no row latency sampled"
+    if p99 > TARGET_ROW_P99_S:
+        return False, f"p99 produce→PostgreSQL {p99 * 1000:,.0f} ms"
+    return True, f"p99 produce→PostgreSQL {p99 * 1000:,.0f} ms"
+
+
+async def counts_check(
+    dep: harness.Deployment,
+    produced: int,
+    drained: bool,
+    alerts: AlertProbe,
+    rows_seen: int,
+    want_rows: int | None,
+) -> dict:
+    """Exact counts once drained (raw rows, both window sizes, alert rows, every probe row); mid-backlog only that
+    no window is ahead of the raw rows (then `exact` is None: not verified to the end)."""
+    conn = await dep.connect()
+    try:
+        # One snapshot: with the pipeline still writing, counts read one after another would disagree.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            raw = await conn.fetchval("SELECT count(*) FROM telemetry_events")
+            w5, w15 = await harness.window_sums(conn)
+            alert_rows = await conn.fetchval("SELECT count(*) FROM telemetry_alerts")
+    finally:
+        await conn.close()
+    mismatches = []
+    if not drained:
+        # Mid-backlog, in any committed state, a batch's raw rows are in PostgreSQL before (or with) its
+        # windows: the changes records put them first, and the sink writes each partition in order. So
+        # neither window size may count more events than there are raw rows; whether every event arrives
+        # exactly once is left unverified.
+        if not (w5 <= raw and w15 <= raw <= produced):
+            mismatches.append(f"raw {raw}, windows {w5}/{w15} disagree (produced {produced})")
+        exact = False if mismatches else None
+        mismatches.append(
+            f"not verified to the end: {produced - w5:,} of {produced:,} events still queued "
+            f"when the bench stopped waiting (windows never ahead of raw rows so far)"
+        )
+    else:
+        if not raw == w5 == w15 == produced:
+            mismatches.append(f"raw {raw}, windows {w5}/{w15}, produced {produced}")
+        if alert_rows != len(alerts.opened):
+            mismatches.append(f"{alert_rows} alert rows, {len(alerts.opened)} opened on the topic")
+        if want_rows is not None and rows_seen != want_rows:
+            mismatches.append(f"probe saw {rows_seen} of {want_rows} rows")
+        exact = not mismatches
+    return {"exact": exact, "mismatches": mismatches, "raw_rows": raw}
+
+
+async def processed_now(dep: harness.Deployment) -> int:
+    conn = await dep.connect()
+    try:
+        return min(await harness.window_sums(conn))
+    finally:
+        await conn.close()
+
+
+async def drain(
+    dep: harness.Deployment, produced: int, limit_s: float | None, desc: str
+) -> tuple[bool, float]:
+    """Wait until every produced event is counted in PostgreSQL: (drained, seconds waited). With no limit, a
+    pipeline that never gets there fails the phase."""
+    began = time.monotonic()
+    limit = 120 + (produced - await processed_now(dep)) / 1000
+    try:
+        await harness.wait_processed(dep, produced, timeout_s=min(limit, limit_s or limit), desc=desc)
+    except TimeoutError:
+        if limit_s is None:
+            raise
+        return False, time.monotonic() - began
+    return True, time.monotonic() - began
+
+
+async def wait_probe_rows(rows: RowProbe, want: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(rows.samples) < want and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+async def alert_latencies(
+    dep: harness.Deployment, alerts: AlertProbe
+) -> tuple[list[tuple[float, float]], list[float]]:
+    """(produce time, produce → arrival at a consumer) of every alert opened, and produce → the worker publishing
+    it (the alert record's own Kafka timestamp): where the alert time goes."""
+    conn = await dep.connect()
+    try:
+        ingest = {
+            str(r["event_id"]): r["ts_ingest"].timestamp()
+            for r in await conn.fetch(
+                "SELECT event_id, ts_ingest FROM telemetry_events WHERE event_id = ANY($1::uuid[])",
+                [event_id for event_id, _, _ in alerts.opened.values()],
+            )
+        }
+    finally:
+        await conn.close()
+    opened = [(e, arrived, published) for e, arrived, published in alerts.opened.values() if e in ingest]
+    return (
+        [(ingest[e], arrived - ingest[e]) for e, arrived, _ in opened],
+        [published - ingest[e] for e, _, published in opened],
+    )
+
+
 async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
     dep = await harness.Deployment(stack, opts.label, opts.partitions).setup()
-    result: dict = {}
-    producer: subprocess.Popen | None = None
+    result: dict = {"processes": harness.pipeline_description()}
+    probes: list = []
+    tasks: list[asyncio.Task] = []
+    sampler: harness.Sampler | None = None
     try:
-        worker = dep.new_worker()
-        worker.start()
-        result["ready_s"] = await worker.wait_ready()
+        pipeline = dep.new_worker()
+        pipeline.start()
+        result["ready_s"] = await pipeline.wait_ready()
         ids = [device for _, _, device in opts.topology.ids()]
         probe_indexes = {i * len(ids) // PROBE_DEVICES for i in range(min(PROBE_DEVICES, len(ids)))}
         rows = RowProbe(dep.dsn, [ids[i] for i in sorted(probe_indexes)], opts.poll_s)
         alerts = AlertProbe(dep.bootstrap, dep.topic_alerts)
-        tasks = [asyncio.create_task(alerts.run())]
-        if opts.poll_s > 0:
-            tasks.append(asyncio.create_task(rows.run()))
-        sampler = harness.Sampler(worker.pid, opts.rss_every_s).start()
+        monitor = BacklogMonitor(dep.bootstrap, dep.topic_events, dep.dsn, opts.backlog_every_s)
+        probes = [alerts, monitor, *([rows] if opts.poll_s > 0 else [])]
+        tasks = [asyncio.create_task(p.run()) for p in probes]
+        sampler = harness.Sampler(pipeline, opts.rss_every_s).start()
 
-        count = int(opts.rate * opts.seconds)
-        log_path = harness.LOGS / f"{opts.label}-producer.log"
-        ledger = harness.CpuLedger(worker.pid)
-        profiler = Profiler(worker.pid, opts.profile).start() if opts.profile else None
-        began = time.monotonic()
-        with log_path.open("wb") as log:
-            producer = subprocess.Popen(
-                pace_command(opts, count, dep.bootstrap, dep.topic_events),
-                cwd=harness.ROOT,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-            )
-        with tqdm(
-            total=round(opts.seconds), desc=f"{opts.label} @ {opts.rate:g}/s", unit="s", leave=False
-        ) as bar:
-            while producer.poll() is None:
-                await asyncio.sleep(0.5)
-                bar.update(min(round(opts.seconds), int(time.monotonic() - began)) - bar.n)
-                if sampler.samples:
-                    bar.set_postfix(rss=f"{sampler.samples[-1].rss_bytes / 2**20:.0f}MiB", refresh=False)
-                if not worker.alive():
-                    raise RuntimeError(f"worker died; see {worker.log_path}")
-        if producer.returncode != 0:
-            raise RuntimeError(f"producer exited with {producer.returncode}; see {log_path}")
-        produce_s = time.monotonic() - began
-        assert producer.stdout is not None
-        produced = orjson.loads(producer.stdout.read().decode().strip().splitlines()[-1])
-        if profiler is not None:
-            profiler.stop()
-        # What the worker had done when the producer finished: it kept up if little was left.
-        conn = await dep.connect()
+        # The main run: its figures carry the verdicts (backlog, p99 to PostgreSQL and to the alert).
+        ledger = harness.CpuLedger(pipeline)
+        profiler = Profiler(pipeline.pid, opts.profile).start() if opts.profile else None
+        main = Step(opts.rate, opts.seconds, opts.seed)
         try:
-            processed_at_end = min(await harness.window_sums(conn))
+            await produce_step(opts, dep, main, monitor)
         finally:
-            await conn.close()
-
-        # Drain: the last events through to PostgreSQL and every probe row seen.
-        limit = 120 + (count - processed_at_end) / 1000
-        drained = True
-        try:
-            await harness.wait_processed(
-                dep, count, timeout_s=min(limit, opts.drain_limit_s or limit), desc=f"{opts.label} drain"
-            )
-        except TimeoutError:
-            if opts.drain_limit_s is None:
-                raise
-            drained = False
-        drained_s = time.monotonic() - began - produce_s
-        want_rows = expected_probe_rows(count, len(ids), probe_indexes)
-        deadline = time.monotonic() + 10
-        while drained and opts.poll_s > 0 and len(rows.samples) < want_rows and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+            if profiler is not None:
+                profiler.stop()
+        produced = main.sent
+        processed_at_end = await processed_now(dep)
+        drained, drain_s = await drain(dep, produced, opts.drain_limit_s, f"{opts.label} drain")
+        want_rows = expected_probe_rows(produced, len(ids), probe_indexes) if opts.poll_s > 0 else None
+        if drained and want_rows is not None:
+            await wait_probe_rows(rows, want_rows)
         await asyncio.sleep(1.0)  # alerts of the last batches
         cpu = ledger.stop()
-        rows.stop()
-        alerts.stop()
-        await asyncio.gather(*tasks)
-        samples = await sampler.stop()
+        check = await counts_check(dep, produced, drained, alerts, len(rows.samples), want_rows)
+        if opts.kafka_bytes:
+            result["kafka_bytes"] = await kafka_output_bytes(dep)
+        result["state"] = await state_sample(dep)
+        alert_lat, _ = await alert_latencies(dep, alerts)
+        figures = step_figures(main, opts.warmup_s, rows.samples, alert_lat, monitor)
+        held, why = rung_held(figures)
 
-        state = await state_sample(dep)
-        conn = await dep.connect()
-        try:
-            event_ids = [event_id for event_id, _, _ in alerts.opened.values()]
-            ingest = {
-                str(r["event_id"]): r["ts_ingest"].timestamp()
-                for r in await conn.fetch(
-                    "SELECT event_id, ts_ingest FROM telemetry_events WHERE event_id = ANY($1::uuid[])",
-                    event_ids,
+        if opts.ladder:
+            ladder: dict = {"rates": list(opts.ladder), "seconds": opts.ladder_seconds, "rungs": []}
+            ladder["highest_held"] = opts.rate if held else None
+            ladder["stopped"] = None if held else f"{opts.rate:,.0f}/s: {why}"
+            for i, rate in enumerate(opts.ladder if held and drained else (), start=1):
+                step = Step(rate, opts.ladder_seconds, opts.seed + 1000 * i)
+                rung_ledger = harness.CpuLedger(pipeline)
+                await produce_step(opts, dep, step, monitor, abort_after_s=opts.ladder_warmup_s)
+                produced += step.sent
+                if want_rows is not None:
+                    want_rows += expected_probe_rows(step.sent, len(ids), probe_indexes)
+                drained, _ = await drain(dep, produced, opts.ladder_drain_limit_s, f"{opts.label} drain")
+                if drained and want_rows is not None:
+                    await wait_probe_rows(rows, want_rows)
+                rung_cpu = rung_ledger.stop()
+                rung = step_figures(step, opts.ladder_warmup_s, rows.samples, [], monitor)
+                rung_ok, rung_why = rung_held(rung)
+                rung.update(
+                    held=rung_ok,
+                    why=rung_why,
+                    drained=drained,
+                    cpu_us_per_event=rung_cpu["pipeline"] / max(1, step.sent) * 1e6,
                 )
-            }
-            # One snapshot: with the worker still writing, counts read one after another would disagree.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                raw = await conn.fetchval("SELECT count(*) FROM telemetry_events")
-                w5, w15 = await harness.window_sums(conn)
-                alert_rows = await conn.fetchval("SELECT count(*) FROM telemetry_alerts")
-        finally:
-            await conn.close()
-        alert_lat = [
-            (ingest[event_id], arrived - ingest[event_id])
-            for event_id, arrived, _ in alerts.opened.values()
-            if event_id in ingest
-        ]
-        # Where the alert time goes: produce -> the worker publishing the alert -> arrival at a consumer.
-        alert_published = [
-            published - ingest[event_id]
-            for event_id, _, published in alerts.opened.values()
-            if event_id in ingest
-        ]
-        mismatches = []
-        if not drained:
-            # Mid-backlog, in any committed state, a batch's raw rows are in PostgreSQL before (or with) its
-            # windows: the changes records put them first, and the sink writes each partition in order. So
-            # neither window size may count more events than there are raw rows; whether every event arrives
-            # exactly once is left unverified.
-            if not (w5 <= raw and w15 <= raw <= count):
-                mismatches.append(f"raw {raw}, windows {w5}/{w15} disagree (produced {count})")
-            exact = False if mismatches else None
-            mismatches.append(
-                f"not verified to the end: {count - w5:,} of {count:,} events still queued "
-                f"{opts.drain_limit_s:.0f} s after the producer stopped (windows never ahead of raw rows so far)"
-            )
-        else:
-            if not raw == w5 == w15 == count:
-                mismatches.append(f"raw {raw}, windows {w5}/{w15}, produced {count}")
-            if alert_rows != len(alerts.opened):
-                mismatches.append(f"{alert_rows} alert rows, {len(alerts.opened)} opened on the topic")
-            if opts.poll_s > 0 and len(rows.samples) != want_rows:
-                mismatches.append(f"probe saw {len(rows.samples)} of {want_rows} rows")
-            exact = not mismatches
+                ladder["rungs"].append(rung)
+                if not rung_ok or not drained:
+                    ladder["stopped"] = f"{rate:,.0f}/s: {rung_why}" + (
+                        "" if drained else ", backlog not drained"
+                    )
+                    break
+                ladder["highest_held"] = rate
+            else:
+                if held and drained:
+                    ladder["stopped"] = "every rate of the ladder held"
+            if ladder["rungs"]:
+                await asyncio.sleep(1.0)
+                ladder["check"] = await counts_check(
+                    dep, produced, drained, alerts, len(rows.samples), want_rows
+                )
+                alert_lat, _ = await alert_latencies(dep, alerts)
+                for rung in ladder["rungs"]:
+                    start, end = rung["began_at"] + opts.ladder_warmup_s, rung["began_at"] + rung["produce_s"]
+                    rung["alert_latency_judged"] = percentiles(
+                        [lat for t, lat in alert_lat if start <= t < end]
+                    )
+            result["ladder"] = ladder
+
+        for p in probes:
+            p.stop()
+        await asyncio.gather(*tasks)
+        tasks = []
+        samples = await sampler.stop()
+        alert_lat, alert_published = await alert_latencies(dep, alerts)
         result.update(
-            produced=count,
-            produce_s=produced["seconds"],
-            rate=produced["rate"],
-            late_ticks=produced["late_ticks"],
-            drain_after_produce_s=drained_s,
-            backlog_at_end=count - processed_at_end,
-            processed_rate=processed_at_end / produce_s,
-            row_latency=percentiles([lat for _, lat in rows.samples]),
-            alert_latency=percentiles([lat for _, lat in alert_lat]),
+            figures,
+            held=held,
+            held_why=why,
+            produced=main.sent,
+            drain_after_produce_s=drain_s,
+            backlog_at_end=main.sent - processed_at_end,
+            processed_rate=processed_at_end / main.produced["seconds"],
             alert_publish_latency=percentiles(alert_published),
             row_series=sorted(rows.samples),
             alert_series=sorted(alert_lat),
             poll_s=opts.poll_s,
             polls=rows.polls,
             probe_errors=rows.errors,
+            backlog_errors=monitor.errors,
             devices=len(ids),
             probe_devices=len(probe_indexes),
             alerts_opened=len(alerts.opened),
             alerts_resolved=alerts.resolved,
             cpu=cpu,
-            worker_cpu_share=cpu["worker"] / (produce_s + drained_s),
-            rss=[(s.t, s.rss_bytes) for s in samples],
-            peak_rss_bytes=(harness.proc_status_kb(worker.pid, "VmHWM") or 0) * 1024,
-            check={"exact": exact, "mismatches": mismatches},
+            worker_cpu_share=cpu["pipeline"] / (main.produced["seconds"] + drain_s),
+            cpu_us_per_event=cpu["pipeline"] / max(1, main.sent) * 1e6,
+            # Seconds from the start of production: the verdicts judge the producing span after a warm-up.
+            rss=[(s.t - main.began_at, s.rss_bytes) for s in samples],
+            peak_rss_bytes=pipeline.peak_rss_bytes(),
+            check=check,
             drained=drained,
-            state=state,
         )
     finally:
-        if producer is not None and producer.poll() is None:
-            producer.terminate()
-            producer.wait(10)
+        if sampler is not None:
+            await sampler.stop()
+        for p in probes:
+            p.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await dep.close(keep=opts.keep)
     return result

@@ -6,13 +6,16 @@ does, on a clock: every tick (10 ms) it generates that tick's events and appends
 record batches, which are sent at once. Each record's timestamp (the produce time the latency is measured from)
 is the moment it was appended; the events are the simulator's own (same generator, same keys and partitions).
 
-Run as a child process (`python -m bench.pace …`); the last stdout line is the JSON summary.
+Run as a child process (`python -m bench.pace …`); the last stdout line is the JSON summary. SIGTERM stops it early
+and cleanly (what was appended is still sent and counted in the summary): the rate ladder stops a rung that has
+clearly failed instead of adding to a backlog it would then have to wait for.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 
@@ -38,6 +41,8 @@ async def produce(args: argparse.Namespace) -> dict:
     await producer.start()
     partitioner = DefaultPartitioner()
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
     sent = 0
     late_ticks = 0
     try:
@@ -45,8 +50,9 @@ async def produce(args: argparse.Namespace) -> dict:
         partition_of: dict[bytes, int] = {}
         futures: list[asyncio.Future] = []
         began = loop.time()
+        began_at = time.time()  # wall clock, as the record timestamps: where this run's production starts
         tick = 0
-        while sent < args.count:
+        while sent < args.count and not stopping.is_set():
             tick += 1
             due = min(args.count, round(args.rate * tick * TICK_S))
             builders: dict[int, object] = {}
@@ -79,7 +85,15 @@ async def produce(args: argparse.Namespace) -> dict:
         elapsed = loop.time() - began
     finally:
         await producer.stop()
-    return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed, "late_ticks": late_ticks, "ticks": tick}
+    return {
+        "sent": sent,
+        "began_at": began_at,
+        "seconds": elapsed,
+        "rate": sent / elapsed,
+        "late_ticks": late_ticks,
+        "ticks": tick,
+        "stopped_early": stopping.is_set(),
+    }
 
 
 def main() -> None:

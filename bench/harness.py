@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -289,7 +290,11 @@ class CpuLedger:
 
 
 # The new engine's PostgreSQL sink is a process of its own, `telemetrypulse sink`; today's worker holds the sink.
-SINK_COMMAND = [str(VENV_BIN / "telemetrypulse"), "sink"]
+# BENCH_SINK_COMMAND replaces the command (a sink started another way, or a stand-in to test the bench itself).
+SINK_COMMAND = shlex.split(os.environ.get("BENCH_SINK_COMMAND", "")) or [
+    str(VENV_BIN / "telemetrypulse"),
+    "sink",
+]
 
 
 @functools.cache

@@ -283,6 +283,11 @@ async def state_sample(dep: harness.Deployment) -> dict:
     }
 
 
+def _short_name(dep: harness.Deployment, topic: str) -> str:
+    names = {dep.topic_alerts: "alerts (TOPIC_ALERTS)", dep.topic_dlq: "dead letters (TOPIC_DLQ)"}
+    return names.get(topic) or topic.replace(dep.app_id, "<APP_ID>")
+
+
 async def kafka_output_bytes(dep: harness.Deployment) -> dict:
     """Kafka bytes written by the worker per input byte: its output topics (changes, table changelogs, alerts,
     dead letters) over the events topic, as the broker stores them."""
@@ -294,7 +299,7 @@ async def kafka_output_bytes(dep: harness.Deployment) -> dict:
         "events_bytes": events,
         "written_bytes": written,
         "per_input_byte": written / events if events else None,
-        "topics": {name.removeprefix(f"{dep.app_id}-"): size for name, size in sizes.items()},
+        "topics": {_short_name(dep, name): size for name, size in sizes.items()},
     }
 
 
@@ -583,7 +588,7 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
                 ladder["highest_held"] = rate
             else:
                 if held and drained:
-                    ladder["stopped"] = "every rate of the ladder held"
+                    ladder["stopped"] = "not stopped: every rate of the ladder held (more with --ladder)"
             if ladder["rungs"]:
                 await asyncio.sleep(1.0)
                 ladder["check"] = await counts_check(

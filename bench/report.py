@@ -305,7 +305,7 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
                     REFERENCE["ladder"],
                     _verdict(
                         (best or 0) >= TARGET_LADDER_RATE,
-                        f"ladder stopped at {ladder['stopped']}" if best else "the first rate did not hold",
+                        f"stopped: {ladder['stopped']}" if best else "the first rate did not hold",
                     ),
                 )
             )
@@ -352,6 +352,8 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
                 ),
             )
         )
+        # The reference restarts held 128,000 windows: a smaller state (a quick run) is not compared with them.
+        comparable = windows is not None and windows >= 100_000
         for r in rec["restarts"]:
             ref = REFERENCE_RECOVERY_S.get(r["kind"])
             if ref is not None:
@@ -361,8 +363,11 @@ def targets(results: dict) -> list[tuple[str, str, str, str]]:
                         f"processing again after {r['processing_s']:.1f} s",
                         f"{ref:.1f} s at {REFERENCE_COMMIT}",
                         _verdict(
-                            r["processing_s"] <= ref * (1 + RECOVERY_NOISE),
-                            f"{r['processing_s'] / ref:.2f}× (≤ {1 + RECOVERY_NOISE:.1f}× allowed: shared machine)",
+                            r["processing_s"] <= ref * (1 + RECOVERY_NOISE) if comparable else None,
+                            f"{r['processing_s'] / ref:.2f}× the reference, up to {1 + RECOVERY_NOISE:.1f}× "
+                            "allowed on a shared machine"
+                            if comparable
+                            else "state under 100,000 windows",
                         ),
                     )
                 )
@@ -735,7 +740,7 @@ def _live_section(run: dict) -> list[str]:
             )
     out += [
         "",
-        ("**Kept up**" if kept_up else "**Did not keep up**")
+        ("**Caught up by the end**" if kept_up else "**Fell behind**")
         + f": the pipeline had processed {run['processed_rate']:,.0f} events/s while {run['rate']:,.0f}/s were "
         f"produced; {run['backlog_at_end']:,} events were still to do when the producer stopped"
         + (

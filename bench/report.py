@@ -206,11 +206,16 @@ def _us_per_event(cpu_s: float, events: int) -> float:
 
 
 def throughput_datasets(results: dict) -> list[dict]:
-    """The throughput phase's datasets (a list since issue 11; one dict in older result files)."""
-    t = results.get("throughput")
-    if not t:
-        return []
-    return t if isinstance(t, list) else [t]
+    """The throughput phase's datasets that were measured (one that failed is reported with the errors)."""
+    return [d for d in results.get("throughput") or () if "error" not in d]
+
+
+def throughput_errors(results: dict) -> list[tuple[str, str]]:
+    return [
+        (f"throughput, {d['devices']:,} devices", d["error"])
+        for d in results.get("throughput") or ()
+        if "error" in d
+    ]
 
 
 def keepup_run(results: dict) -> dict | None:
@@ -560,7 +565,7 @@ def markdown(results: dict, facts: dict, mode: str) -> str:
         out += [f"| {name} | {share:.1%} |" for name, share in prof["components"]]
         out += ["", "| function (total time, incl. callees) | share |", "|---|---:|"]
         out += [f"| `{f}` | {share:.1%} |" for f, share in _interesting(prof["total"])[:15]]
-    for phase, error in (results.get("errors") or {}).items():
+    for phase, error in [*(results.get("errors") or {}).items(), *throughput_errors(results)]:
         out += [
             "",
             f"**Phase {phase} failed:** `{error}` (its figures are missing; see bench/results/logs/).",

@@ -177,7 +177,7 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
         ledger = harness.CpuLedger(worker)
         progress: list[tuple[float, int]] = []
         done_at = await harness.wait_processed(
-            dep, opts.events, timeout_s=120 + opts.events / 2000, desc="pipeline", progress=progress
+            dep, opts.events, timeout_s=300 + opts.events / 1000, desc="pipeline", progress=progress
         )
         cpu = ledger.stop()
         samples = await sampler.stop()

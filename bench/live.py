@@ -594,6 +594,15 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
                 ladder["check"] = await counts_check(
                     dep, produced, drained, alerts, len(rows.samples), want_rows
                 )
+                last = ladder["rungs"][-1]
+                if last["held"] and not drained:
+                    # Its latency held, yet events never arrived: lost, or a stalled pipeline, not a slow one.
+                    ladder["check"]["exact"] = False
+                    ladder["check"]["mismatches"].insert(
+                        0,
+                        f"{last['target_rate']:,.0f}/s held its p99 but did not drain within "
+                        f"{opts.ladder_drain_limit_s:.0f} s",
+                    )
                 alert_lat, _ = await alert_latencies(dep, alerts)
                 for rung in ladder["rungs"]:
                     start, end = rung["began_at"] + opts.ladder_warmup_s, rung["began_at"] + rung["produce_s"]

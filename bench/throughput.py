@@ -183,11 +183,15 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
         samples = await sampler.stop()
         peak = worker.peak_rss_bytes()
         elapsed = done_at - ready_at
+        # When the first events reached PostgreSQL: a start-up delay after `Ready` weighs on a short (quick) pass.
+        first_at = next((t for t, n in progress if n > 0), done_at)
         result["pipeline"] = {
             "seconds": elapsed,
             "seconds_from_spawn": done_at - worker.started_at,
             "rate": opts.events / elapsed,
             "rate_from_spawn": opts.events / (done_at - worker.started_at),
+            "first_rows_s": first_at - ready_at,
+            "rate_from_first_rows": opts.events / max(1e-3, done_at - first_at),
             "cpu": cpu,
             "worker_cpu_s_per_100k": cpu["worker"] / opts.events * 100_000,
             # Issue 11's "worker CPU µs per event": every process of the pipeline (the sink too, when separate).

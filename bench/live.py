@@ -470,15 +470,13 @@ async def processed_now(dep: harness.Deployment) -> int:
 async def drain(
     dep: harness.Deployment, produced: int, limit_s: float | None, desc: str
 ) -> tuple[bool, float]:
-    """Wait until every produced event is counted in PostgreSQL: (drained, seconds waited). With no limit, a
-    pipeline that never gets there fails the phase."""
+    """Wait until every produced event is counted in PostgreSQL: (drained, seconds waited). The wait is bounded by
+    `limit_s`, and always by 120 s + 1 ms per event still to do (a pipeline draining slower than 1,000 events/s)."""
     began = time.monotonic()
     limit = 120 + (produced - await processed_now(dep)) / 1000
     try:
         await harness.wait_processed(dep, produced, timeout_s=min(limit, limit_s or limit), desc=desc)
     except TimeoutError:
-        if limit_s is None:
-            raise
         return False, time.monotonic() - began
     return True, time.monotonic() - began
 
@@ -549,8 +547,14 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
         await asyncio.sleep(1.0)  # alerts of the last batches
         cpu = ledger.stop()
         check = await counts_check(dep, produced, drained, alerts, len(rows.samples), want_rows)
+        if not drained and opts.drain_limit_s is None:
+            # Only the soak may stop waiting (a long run's backlog); here not draining in time fails the phase,
+            # with its figures kept.
+            check["exact"] = False
+            check["mismatches"].insert(0, f"the backlog did not drain within {drain_s:.0f} s")
         if opts.kafka_bytes:
             result["kafka_bytes"] = await kafka_output_bytes(dep)
+            result["kafka_bytes"]["drained"] = drained  # else the worker has not written everything yet
         result["state"] = await state_sample(dep)
         alert_lat, _ = await alert_latencies(dep, alerts)
         figures = step_figures(main, opts.warmup_s, rows.samples, alert_lat, monitor)

@@ -597,7 +597,9 @@ def _keepup_section(k: dict) -> list[str]:
         out += [
             "",
             f"Kafka bytes written by the worker for {_mib(kb['events_bytes'])} of input events (the broker's log "
-            "sizes, DescribeLogDirs, after the drain):",
+            "sizes, DescribeLogDirs, "
+            + ("after the drain" if kb.get("drained", True) else "**backlog not drained: understated**")
+            + "):",
             "",
             "| topic | bytes | per input byte |",
             "|---|---:|---:|",

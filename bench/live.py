@@ -445,8 +445,8 @@ async def counts_check(
             mismatches.append(f"raw {raw}, windows {w5}/{w15} disagree (produced {produced})")
         exact = False if mismatches else None
         mismatches.append(
-            f"not verified to the end: {produced - w5:,} of {produced:,} events still queued "
-            f"when the bench stopped waiting (windows never ahead of raw rows so far)"
+            f"{produced - w5:,} of {produced:,} events still queued when the bench stopped waiting; "
+            "windows never ahead of raw rows so far"
         )
     else:
         if not raw == w5 == w15 == produced:
@@ -571,8 +571,8 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
                 produced += step.sent
                 if want_rows is not None:
                     want_rows += expected_probe_rows(step.sent, len(ids), probe_indexes)
-                drained, _ = await drain(dep, produced, opts.ladder_drain_limit_s, f"{opts.label} drain")
-                if drained and want_rows is not None:
+                rung_drained, _ = await drain(dep, produced, opts.ladder_drain_limit_s, f"{opts.label} drain")
+                if rung_drained and want_rows is not None:
                     await wait_probe_rows(rows, want_rows)
                 rung_cpu = rung_ledger.stop()
                 rung = step_figures(step, opts.ladder_warmup_s, rows.samples, [], monitor)
@@ -580,13 +580,13 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
                 rung.update(
                     held=rung_ok,
                     why=rung_why,
-                    drained=drained,
+                    drained=rung_drained,
                     cpu_us_per_event=rung_cpu["pipeline"] / max(1, step.sent) * 1e6,
                 )
                 ladder["rungs"].append(rung)
-                if not rung_ok or not drained:
+                if not rung_ok or not rung_drained:
                     ladder["stopped"] = f"{rate:,.0f}/s: {rung_why}" + (
-                        "" if drained else ", backlog not drained"
+                        "" if rung_drained else ", backlog not drained"
                     )
                     break
                 ladder["highest_held"] = rate
@@ -596,10 +596,10 @@ async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
             if ladder["rungs"]:
                 await asyncio.sleep(1.0)
                 ladder["check"] = await counts_check(
-                    dep, produced, drained, alerts, len(rows.samples), want_rows
+                    dep, produced, rung_drained, alerts, len(rows.samples), want_rows
                 )
                 last = ladder["rungs"][-1]
-                if last["held"] and not drained:
+                if last["held"] and not rung_drained:
                     # Its latency held, yet events never arrived: lost, or a stalled pipeline, not a slow one.
                     ladder["check"]["exact"] = False
                     ladder["check"]["mismatches"].insert(

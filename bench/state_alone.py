@@ -13,6 +13,7 @@ decoded once and then repeated with event time shifted past its end and every ev
 mask (so ids stay unique, and a re-sent event stays a duplicate of its original). The state is first warmed up over
 more than 15 min + grace of event time, so windows and ids are at their steady size before anything is measured.
 Each scenario runs `--repeats` times on a fresh state; the table gives the median of the runs (and their range).
+A second table gives the cost of one `apply` call on smaller slices (what a live worker fetches at low rates).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ SCENARIOS = (
 class Stream:
     """Decoded simulator events, repeated endlessly (see the module docstring), cut into batches of `BATCH`."""
 
-    def __init__(self, scenario: Scenario, seed: int) -> None:
+    def __init__(self, scenario: Scenario, seed: int, batch: int = BATCH) -> None:
+        self.batch = batch
         # Whole ticks of every device, at least 48,000 events (a few minutes of event time at 12,500 devices).
         per_tick = scenario.devices * 4
         ticks = max(4, -(-48_000 // per_tick))
@@ -91,7 +93,7 @@ class Stream:
             self.position = 0
             self.round += 1
             self.mask = self.rng.integers(0, 2**63, 2, dtype=np.uint64)
-        take = np.arange(self.position, min(n, self.position + BATCH))
+        take = np.arange(self.position, min(n, self.position + self.batch))
         self.position += len(take)
         devices, device = np.unique(d.device[take], return_inverse=True)
         dims, dim = np.unique(d.dim[take], return_inverse=True)
@@ -173,9 +175,26 @@ def run_once(scenario: Scenario, measured_batches: int, seed: int) -> Run:
         records_per_snapshot=snapshot_records / max(1, snapshots),
         load_us_per_device=load_us,
         decode_us=stream.decode_us_per_event,
-        ids_kept=len(state._ids),
-        windows_kept=len(state._windows),
+        ids_kept=state.held()["ids"],
+        windows_kept=state.held()["windows"],
     )
+
+
+def small_slices(sizes: tuple[int, ...], seed: int) -> dict[int, float]:
+    """Median CPU µs per `apply` call for slices of each size (45 devices, warmed up): the fixed cost per call."""
+    out = {}
+    for size in sizes:
+        stream = Stream(SCENARIOS[0], seed, batch=size)
+        state = PartitionState(0, GRACE_S)
+        costs = []
+        for k in range(max(400, 8_000 // size)):
+            batch, offsets, ingest, last = stream.next_batch()
+            started = time.process_time()
+            state.apply(batch, offsets, ingest, last_offset=last)
+            if k >= 100:
+                costs.append((time.process_time() - started) * 1e6)
+        out[size] = statistics.median(costs)
+    return out
 
 
 def _span(values: list[float]) -> str:
@@ -188,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=150, help="measured batches per run (default 150)")
     parser.add_argument(
         "--scenarios", default="0,1,2", help="indices of the scenarios to run (default 0,1,2)"
+    )
+    parser.add_argument(
+        "--slices", default="1,10,100,1000", help="slice sizes of the fixed-cost table ('' for none)"
     )
     parser.add_argument("--seed", type=int, default=20240501)
     args = parser.parse_args(argv)
@@ -211,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {_span([r.decode_us for r in runs])} |",
             flush=True,
         )
+    if args.slices:
+        sizes = tuple(int(s) for s in args.slices.split(","))
+        runs = [small_slices(sizes, args.seed + r) for r in range(args.repeats)]
+        print("\nSmaller slices (45 devices): median CPU µs per apply call, and per event")
+        print("| events per slice | µs per call | µs per event |\n|---|---|---|")
+        for size in sizes:
+            per_call = [r[size] for r in runs]
+            print(f"| {size:,} | {_span(per_call)} | {statistics.median(per_call) / size:.2f} |", flush=True)
     return 0
 
 

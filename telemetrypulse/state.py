@@ -252,9 +252,9 @@ def _sequential_sums(
 ) -> np.ndarray:
     """Per group g, initial[g] + values[starts[g]] + values[starts[g] + 1] + …, added one value at a time, left to
     right (bit for bit what a per-event fold gives). `values` and `initial` have one column per running sum."""
+    if len(starts) == 0 or lengths.max() == 1:  # one value per group (small live batches): one addition each
+        return initial + values[starts]
     total = initial.copy()
-    if len(starts) == 0:
-        return total
     long_groups = np.flatnonzero(lengths > _LONG_GROUP)
     for g in long_groups.tolist():
         start, length = int(starts[g]), int(lengths[g])
@@ -467,6 +467,24 @@ class _WindowStore:
             self._take(np.flatnonzero(self.deadline > watermark[self.key >> _WINDOW_DEVICE_SHIFT]))
             self.size_after_compaction = len(self.key)
 
+    def rows(self, index: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """The windows at `index` as rows of `dtype` (changes.WINDOW_ROW, or RECORD_WINDOW with first and last
+        relative to the window start), and their devices."""
+        dev, sensor, size_s, start = _split_window_keys(self.key[index])
+        rows = np.empty(len(index), dtype)
+        rows["sensor"] = sensor
+        rows["size_s"] = size_s
+        rows["start_us"] = start
+        for name in ("count", "sum", "min", "max", "sum_sq", "version"):
+            rows[name] = getattr(self, name)[index]
+        if "first_us" in dtype.names:
+            rows["first_us"] = self.first[index]
+            rows["last_us"] = self.last[index]
+        else:
+            rows["first_after_us"] = self.first[index] - start
+            rows["last_after_us"] = self.last[index] - start
+        return rows, dev
+
     def open_of(self, devices_mask: np.ndarray, watermark: np.ndarray) -> np.ndarray:
         """Indices of the windows, not final, of the devices in the mask (ascending key: by device)."""
         dev = self.key >> _WINDOW_DEVICE_SHIFT
@@ -525,6 +543,11 @@ class PartitionState:
     def device_count(self) -> int:
         return len(self._names)
 
+    def held(self) -> dict[str, int]:
+        """What the state holds in memory, for gauges: devices, ids and windows (forgotten ids and final windows
+        not yet compacted away included)."""
+        return {"devices": len(self._names), "ids": len(self._ids), "windows": len(self._windows)}
+
     # -- devices ---------------------------------------------------------------------------------------------
 
     def _device_indices(self, names: Iterable[str]) -> np.ndarray:
@@ -571,10 +594,14 @@ class PartitionState:
         last_offset: int,
         emit: bool = True,
     ) -> BatchResult:
-        """Apply the valid events of one fetched slice of this partition (offsets ascending, one per valid event).
+        """Apply the valid events of one fetched slice of this partition.
 
+        `offsets` and `ingest_us` (Kafka record time) have one value per valid event, offsets strictly ascending;
+        `last_offset` is the slice's last offset, invalid inputs included. Events at or below their device's fence
+        are counted as replayed and change nothing, so any stretch may be applied again.
         emit=False: a replay of events whose outputs were already published; the state changes exactly as with
         emit=True, but no rows or messages are built (the counts are still given).
+        An exception (a bug, never data) may leave the state part-applied: reload it from the table.
         """
         self.last_offset = max(self.last_offset, int(last_offset))
         n = len(batch)
@@ -652,8 +679,8 @@ class PartitionState:
         repeated = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]]
         if len(repeated):
             maybe |= np.isin(id_key, repeated)
-        slow_devices = np.unique(dev[maybe])
-        if len(slow_devices):
+        if maybe.any():
+            slow_devices = np.unique(dev[maybe])
             fast = ~np.isin(dev, slow_devices)
             fast_index = np.flatnonzero(fast)
             status[fast_index[self._late_without_duplicates(dev[fast], ts[fast])]] = LATE
@@ -679,13 +706,16 @@ class PartitionState:
             return np.zeros(0, bool)
         first = np.zeros(m, bool)
         first[_group_starts(dev)] = True
-        group = np.cumsum(first) - 1
-        # A running maximum that restarts per device: ranks of ts, lifted by a per-device step no rank reaches.
-        distinct, rank = np.unique(ts, return_inverse=True)
-        step = len(distinct)
-        running = np.maximum.accumulate(group * step + rank) - group * step
-        before = np.empty(m, np.int64)
-        before[1:] = distinct[running[:-1]]
+        before = np.empty(m, np.int64)  # the greatest ts before each event of its device in the batch
+        if m == 1 or (first[1:] | (ts[1:] >= ts[:-1])).all():
+            before[1:] = ts[:-1]  # in time order per device (the usual case): the previous event's
+        else:
+            # A running maximum that restarts per device: ranks of ts, lifted by a per-device step no rank reaches.
+            group = np.cumsum(first) - 1
+            distinct, rank = np.unique(ts, return_inverse=True)
+            step = len(distinct)
+            running = np.maximum.accumulate(group * step + rank) - group * step
+            before[1:] = distinct[running[:-1]]
         stored = self._watermark[dev]
         watermark = np.where(first, stored, np.maximum(before, stored))
         has = watermark != NONE_TS
@@ -797,22 +827,9 @@ class PartitionState:
         # Each window the batch touched, whole, as it is after the batch.
         window_rows = np.empty(0, WINDOW_ROW)
         if windows is not None:
-            keys, last_event, at = windows
-            w = self._windows
-            _, sensor, size_s, start = _split_window_keys(keys)
-            window_rows = np.empty(len(keys), WINDOW_ROW)
+            _, last_event, at = windows
+            window_rows, _ = self._windows.rows(at, WINDOW_ROW)
             window_rows["dim"] = batch.dim[acc.position[last_event]]  # site/zone of the last event folded
-            window_rows["sensor"] = sensor
-            window_rows["size_s"] = size_s
-            window_rows["start_us"] = start
-            window_rows["count"] = w.count[at]
-            window_rows["sum"] = w.sum[at]
-            window_rows["min"] = w.min[at]
-            window_rows["max"] = w.max[at]
-            window_rows["sum_sq"] = w.sum_sq[at]
-            window_rows["first_us"] = w.first[at]
-            window_rows["last_us"] = w.last[at]
-            window_rows["version"] = w.version[at]
 
         # Each latest value the batch replaced.
         latest_rows = np.empty(0, LATEST_ROW)
@@ -827,8 +844,10 @@ class PartitionState:
             latest_rows["version"] = acc.offset[latest]
 
         # Only the dims some row refers to (a device whose events were all duplicates or replays has none).
-        used = np.unique(np.concatenate([raw["dim"], window_rows["dim"], latest_rows["dim"]]))
-        if len(used) < len(batch.dims):
+        used = None
+        if result.duplicates or result.replayed:
+            used = np.unique(np.concatenate([raw["dim"], window_rows["dim"], latest_rows["dim"]]))
+        if used is not None and len(used) < len(batch.dims):
             remap = np.zeros(len(batch.dims), np.uint32)
             remap[used] = np.arange(len(used), dtype=np.uint32)
             for rows in (raw, window_rows, latest_rows):
@@ -842,7 +861,11 @@ class PartitionState:
 
     def snapshot(self) -> list[tuple[bytes, bytes]]:
         """The records to store now: each device changed since the last snapshot, then the partition record (its
-        snapshot_offset = last_offset; written last, so a partly stored snapshot never claims to be complete)."""
+        snapshot_offset = last_offset; last, so a partly stored snapshot never claims to be complete).
+
+        The changed set is cleared here: if the records cannot all be stored, this state no longer knows what the
+        table lacks, and must be reloaded from the table (replaying from its snapshot offset) before going on.
+        """
         count = len(self._names)
         dirty_mask = self._dirty[:count].copy()
         dirty = np.flatnonzero(dirty_mask)
@@ -866,21 +889,7 @@ class PartitionState:
         id_age = (watermark[id_dev] - id_ts).astype(age_dtype)
         id_bounds = np.searchsorted(id_dev, np.append(dirty, dirty[-1] + 1)).tolist()
 
-        w = self._windows
-        open_index = w.open_of(mask, watermark)
-        w_dev, w_sensor, w_size, w_start = _split_window_keys(w.key[open_index])
-        rows = np.empty(len(open_index), RECORD_WINDOW)
-        rows["sensor"] = w_sensor
-        rows["size_s"] = w_size
-        rows["start_us"] = w_start
-        rows["count"] = w.count[open_index]
-        rows["sum"] = w.sum[open_index]
-        rows["min"] = w.min[open_index]
-        rows["max"] = w.max[open_index]
-        rows["sum_sq"] = w.sum_sq[open_index]
-        rows["first_after_us"] = w.first[open_index] - w_start
-        rows["last_after_us"] = w.last[open_index] - w_start
-        rows["version"] = w.version[open_index]
+        rows, w_dev = self._windows.rows(self._windows.open_of(mask, watermark), RECORD_WINDOW)
         window_bounds = np.searchsorted(w_dev, np.append(dirty, dirty[-1] + 1)).tolist()
 
         has_latest = self._latest_ts[dirty] != NONE_TS

@@ -405,6 +405,10 @@ def test_a_too_late_event_changes_no_window_no_latest_value_and_no_alert():
     assert out.late == 2 and out.accepted == 0
     assert len(out.windows) == len(out.latest) == len(out.alert_messages) == len(out.alert_rows) == 0
     assert out.raw["late"].tolist() == [True, True]
+    too_late = ev(T0 + 5, 3000)
+    assert feed(too_late).late == 1
+    again = feed(too_late)
+    assert (again.late, again.duplicates) == (1, 0)  # its id was not remembered
     later = feed(ev(T0 + 1000 * S, 500))  # same ts as the latest: a tie, so it replaces it
     assert later.latest["value"].tolist() == [500]
     rec = record(feed.state)

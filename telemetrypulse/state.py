@@ -31,35 +31,8 @@ import numpy as np
 from telemetrypulse import alerts
 from telemetrypulse.changes import LATEST_ROW, RAW_ROW, SENSORS, WINDOW_ROW, AlertRow
 from telemetrypulse.decode import DecodedBatch
-from telemetrypulse.legacy_state import (
-    BatchOutput,
-    DeviceState,
-    Source,
-    apply_events,
-    fence_of,
-    stored_row,
-    window_row,
-)
 from telemetrypulse.models import Event
 from telemetrypulse.windows import WINDOW_SIZES_S
-
-# The per-device JSON state the worker still runs (agents/process.py, topology.py, recovery.py import it from here);
-# re-exported until the worker moves to PartitionState, then telemetrypulse/legacy_state.py goes.
-__all__ = [
-    "PARTITION_KEY",
-    "BatchOutput",
-    "BatchResult",
-    "DeviceRecord",
-    "DeviceState",
-    "PartitionState",
-    "Source",
-    "apply_events",
-    "decode_device_record",
-    "fence_of",
-    "record_fence",
-    "stored_row",
-    "window_row",
-]
 
 PARTITION_KEY = b"\x00partition"  # a device_id never starts with a NUL byte (SPEC §3: [A-Za-z0-9._-])
 RECORD_FORMAT = 1

@@ -7,8 +7,8 @@ deployments can share a cluster.
 from __future__ import annotations
 
 from telemetrypulse.app import app, settings
-from telemetrypulse.interim_state import record_fence
 from telemetrypulse.recovery import FencedTable
+from telemetrypulse.state import record_fence
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 

@@ -30,8 +30,8 @@ from faust.types import TP
 from telemetrypulse import changes, metrics
 from telemetrypulse.app import app, settings
 from telemetrypulse.decode import DecodedBatch, decode_batch
-from telemetrypulse.interim_state import PartitionState
 from telemetrypulse.models import dlq_record, now_us
+from telemetrypulse.state import PartitionState
 from telemetrypulse.topology import (
     alerts_topic,
     changes_topic,

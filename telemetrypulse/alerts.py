@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
+
+from telemetrypulse.changes import SENSORS
 from telemetrypulse.models import iso_utc
 
 RULE = "threshold"
@@ -24,6 +27,17 @@ RULES = {
     "temperature": ThresholdRule("TEMPERATURE_HIGH", 30.0, 29.0),
     "humidity": ThresholdRule("HUMIDITY_HIGH", 80.0, 77.0),
 }
+
+
+# Per sensor code (changes.SENSORS), the value above which a reading opens an episode; inf: the sensor has no rule.
+_OPEN_ABOVE = np.array([RULES[name].open_above if name in RULES else np.inf for name in SENSORS])
+
+
+def may_change_episode(sensor_codes: np.ndarray, values: np.ndarray, episode_open: np.ndarray) -> np.ndarray:
+    """Per accepted reading, whether `step` could do anything with it: an episode of its (device, sensor) is open,
+    or the reading would open one. The batch engine walks `step` only over the (device, sensor) groups where this
+    holds somewhere, so the rules' thresholds stay in this module."""
+    return episode_open | (values > _OPEN_ABOVE[sensor_codes])
 
 
 def alert_id(device_id: str, sensor_type: str, opening_event_id: str) -> str:

@@ -51,6 +51,14 @@ class PipelineApp(faust.App):
                 self.conf.web_enabled = False
         return super().on_init_dependencies()
 
+    async def _stop_consumer(self) -> None:
+        # Before Faust stops the fetch loop and the tables: let the slice in hand finish and snapshot every partition,
+        # so that a clean restart replays nothing.
+        processor = getattr(self, "events_processor", None)
+        if processor is not None:
+            await processor.close()
+        await super()._stop_consumer()
+
     async def on_first_start(self) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
         await super().on_first_start()
@@ -67,7 +75,7 @@ class PipelineApp(faust.App):
 
 
 def create_app(settings: Settings) -> PipelineApp:
-    return PipelineApp(
+    app = PipelineApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
@@ -94,6 +102,12 @@ def create_app(settings: Settings) -> PipelineApp:
         value_serializer="raw",
         autodiscover=False,
     )
+    # Topics delivered to a handler one fetched partition slice at a time (transport.PipelineConsumer), and where
+    # each of their partitions must start to rebuild its state; both filled in by agents.process.
+    app.batch_handlers = {}
+    app.replay_starts = {}
+    app.events_processor = None
+    return app
 
 
 try:
@@ -103,7 +117,7 @@ except SettingsError as e:
     raise SystemExit(f"telemetrypulse: configuration error: {e}") from None
 app = create_app(settings)
 
-from telemetrypulse.agents import process, sinks  # noqa: E402, F401 -- registers the agents
+from telemetrypulse.agents import process  # noqa: E402, F401 -- registers the agents
 
 
 @app.page("/metrics")

@@ -9,6 +9,10 @@ EVENTS = Counter(
 )
 ALERTS = Counter("telemetrypulse_alerts_total", "Alert episodes opened and resolved", ["status"])
 PROCESS_BATCH_SECONDS = Histogram("telemetrypulse_process_batch_seconds", "Time to process one input batch")
+SNAPSHOT_SECONDS = Histogram(
+    "telemetrypulse_snapshot_seconds", "Time to write one partition's state snapshot"
+)
+SNAPSHOT_RECORDS = Counter("telemetrypulse_snapshot_records_total", "State records written by snapshots")
 PUBLISH_RETRIES = Counter(
     "telemetrypulse_publish_retries_total", "Output publishes retried after a Kafka error"
 )

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import faust
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, EventT
+from rocksdict import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,15 @@ class SeekFirstRecovery(Recovery):
                 f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}"
             )
             return
+        processor = getattr(self.app, "events_processor", None)
+        if processor is not None:
+            # Each events partition's state from its snapshot; the seek below starts where that snapshot ends.
+            await processor.prepare(assignment)
         if assignment:
-            self.log.info("Seek stream partitions to committed offsets (before resuming them).")
+            self.log.info("Seek stream partitions to their start positions (before resuming them).")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            if processor is not None:
+                processor.positioned(dict(consumer._committed_offset))
         consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
         self.completed.set()
         self.app.flow_control.resume()
@@ -90,6 +97,26 @@ class FencedTable(faust.Table):
     def __init__(self, *args, fence: Callable[[bytes], int], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._fence = fence
+
+    def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of one partition as stored locally (after recovery: as the changelog has it)."""
+        offset_key = self.data.offset_key
+        for key, value in self.data._db_for_partition(partition).items():
+            if key != offset_key:
+                yield key, value
+
+    async def write_records(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Store `records` in one partition, locally (one RocksDB write batch) and in the changelog, and return
+        once Kafka has them. Faust's own `table[key] = value` takes the partition from the current stream event;
+        the batch engine writes outside any event, a whole partition at a time."""
+        if not records:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records:
+            batch.put(key, value)
+        self.data._db_for_partition(partition).write(batch)
+        futures = [self.send_changelog(partition, key, value) for key, value in records]
+        await asyncio.gather(*futures)
 
     def _stored(self, partition: int, key: bytes) -> bytes | None:
         store = self.data

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     app_id: str = Field("telemetrypulse", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     data_dir: Path = Path(".devstack/worker")
     worker_web_port: int = Field(6066, ge=0, le=65535)  # Faust's web server (/metrics); 0 disables it
-    worker_batch_max: int = Field(4000, ge=1, le=100_000)
-    worker_batch_within_s: float = Field(0.05, gt=0, le=10)
+    # How often each partition's state is snapshotted to the table (also at revocation and shutdown); a crash
+    # replays at most this much of the events topic into the state.
+    snapshot_interval_s: float = Field(10.0, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")

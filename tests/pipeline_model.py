@@ -185,6 +185,7 @@ def parse_us(text: str) -> int:
 @dataclass
 class Expected:
     raw: dict[tuple[str, str], dict] = field(default_factory=dict)  # (device, event_id) -> event (incl. late)
+    late_keys: set[tuple[str, str]] = field(default_factory=set)  # the keys of `raw` whose event was too late
     windows: dict[tuple, dict] = field(default_factory=dict)  # (size, device, sensor, start_us) -> agg
     latest: dict[tuple[str, str], float] = field(default_factory=dict)  # (device, sensor) -> value
     alerts: dict[str, dict] = field(default_factory=dict)  # alert_id -> final state
@@ -228,10 +229,13 @@ def expected_outcome(dataset: Dataset, grace_s: int = GRACE_S) -> Expected:
         wm = watermark.get(device)
         if wm is not None and wm - ts > grace_us:
             out.late += 1
+            if (device, e["event_id"]) not in out.raw:
+                out.late_keys.add((device, e["event_id"]))
             out.raw.setdefault((device, e["event_id"]), e)
             continue
         out.accepted += 1
         out.raw[(device, e["event_id"])] = e
+        out.late_keys.discard((device, e["event_id"]))
         watermark[device] = ts if wm is None else max(wm, ts)
         seen[e["event_id"]] = ts
         # SPEC §3 lets ids be forgotten beyond the horizon; forget them, so that an exact re-send of

@@ -1,176 +1,261 @@
-"""The process agent: validate, route bad input to the DLQ, and apply each device's events to its state.
+"""The process agent: each fetched slice of an events partition is validated, routed and folded into that
+partition's state as one batch, and its outputs published.
 
-Per batch, in this order (the exactly-once effect rests on it):
-1. compute everything from the current state (pure: models.validate_event, state.apply_events);
-2. publish the outputs — DLQ records, re-keyed events, alerts, the changes for the sink — and wait
-   until Kafka has them;
-3. only then write the new state records (one per device, one changelog message each).
-A crash before 3 leaves the old state: the replayed events recompute the same outputs, which are
-deterministic (alert ids, window versions) and idempotent downstream. A crash after 3 leaves state
-whose fences skip the replayed events. State is never ahead of the outputs it implies.
+Per slice, in this order (the exactly-once effect rests on it):
+1. decode and validate the whole slice (decode.decode_batch); apply its valid events to the partition's in-memory
+   state (state.PartitionState.apply: fences, dedup, lateness, windows, latest values, alert episodes);
+2. publish the outputs — dead letters, re-keyed events, alerts, the change records for the PostgreSQL sink — and
+   wait until Kafka has them all;
+3. only then mark the slice done, so that Faust may commit its offsets.
+The state is written to the partition-state table (RocksDB + changelog) as snapshots: every SNAPSHOT_INTERVAL_S, when
+the partition is revoked and at shutdown, always between slices, so a snapshot never holds an event whose outputs are
+not published. After a crash the partition's state is the last snapshot, and the events since (from snapshot_offset
++ 1) are read again: those the group had committed are only re-applied to the state (their outputs were published
+before the commit), the rest are processed as new. Fences in the state skip what a snapshot already holds, and every
+output is deterministic (window versions, alert ids), so a repeat is harmless downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import weakref
-from collections import defaultdict
+from collections.abc import Sequence
 
 import faust
+import numpy as np
 import orjson
-from faust.streams import _current_event  # the context var Faust's tables use to pick a partition
+from faust.types import TP
 
-from telemetrypulse import metrics
+from telemetrypulse import changes, metrics
 from telemetrypulse.app import app, settings
-from telemetrypulse.models import Event, Invalid, dlq_record, now_us, validate_event
-from telemetrypulse.state import BatchOutput, DeviceState, Source, apply_events
+from telemetrypulse.decode import DecodedBatch, decode_batch
+from telemetrypulse.models import dlq_record, now_us
+from telemetrypulse.state import PartitionState
 from telemetrypulse.topology import (
     alerts_topic,
     changes_topic,
-    device_state_table,
     dlq_topic,
     events_topic,
-    partition_fence_table,
+    partition_state_table,
 )
 
 log = logging.getLogger(__name__)
 
+Send = tuple[faust.types.TopicT, bytes | None, bytes, int | None]
 
-@contextlib.contextmanager
-def as_current_event(event: faust.types.EventT):
-    """Make table reads and writes use `event`'s partition.
 
-    Faust picks the RocksDB partition and the changelog partition from the *current event*; inside
-    a `take_events()` batch that is simply the last event buffered, which may belong to another
-    partition. Each device's record must live in its own source partition, so set it explicitly.
+def take(batch: DecodedBatch, keep: np.ndarray) -> DecodedBatch:
+    """The valid events of `batch` where `keep` (a mask over them) is true; identifiers tables shared."""
+    return DecodedBatch(
+        valid=batch.valid[keep],
+        event_id=batch.event_id[keep],
+        device=batch.device[keep],
+        devices=batch.devices,
+        dim=batch.dim[keep],
+        dims=batch.dims,
+        sensor=batch.sensor[keep],
+        value=batch.value[keep],
+        ts_us=batch.ts_us[keep],
+        unit_given=batch.unit_given[keep],
+        invalid=[],
+    )
+
+
+class EventsProcessor:
+    """Owns the in-memory state of the assigned events partitions and handles each fetched slice.
+
+    One lock: a slice is handled, a snapshot taken and a partition loaded or dropped one at a time, so a snapshot
+    always sits between slices.
     """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
+    def __init__(self) -> None:
+        self.states: dict[int, PartitionState] = {}
+        # Per partition: outputs of offsets at or below it are already published (by us or a previous owner).
+        self.published: dict[int, int] = {}
+        self.snapshot_due: dict[int, float] = {}
+        self.lock = asyncio.Lock()
+        self.closed = False
 
-@app.agent(events_topic)
-async def process_events(stream: faust.StreamT) -> None:
-    async for batch in stream.take_events(settings.worker_batch_max, within=settings.worker_batch_within_s):
-        started = time.perf_counter()
-        await handle_batch(batch)
-        metrics.PROCESS_BATCH_SECONDS.observe(time.perf_counter() - started)
-
-
-def _partition_fence(event: faust.types.EventT) -> int:
-    with as_current_event(event):
-        raw = partition_fence_table.get(b"fence")
-    return int(raw) if raw else -1
-
-
-async def handle_batch(batch: list[faust.types.EventT]) -> None:
-    received = now_us()
-    by_partition: dict[int, list[faust.types.EventT]] = defaultdict(list)
-    for event in batch:
-        by_partition[event.message.partition].append(event)
-
-    sends: list[tuple[faust.types.TopicT, bytes | None, bytes, int | None]] = []
-    state_writes: list[tuple[faust.types.EventT, bytes, bytes]] = []
-    fence_writes: list[tuple[faust.types.EventT, bytes]] = []
-    total = BatchOutput()
-    invalid_count = rekeyed_count = 0
-
-    for partition, events in by_partition.items():
-        fence = _partition_fence(events[0])
-        per_device: dict[str, list[tuple[Event, Source]]] = defaultdict(list)
-        last_event_of_device: dict[str, faust.types.EventT] = {}
-        side_outputs = False
-        for event in events:
-            message = event.message
-            payload = message.value
-            try:
-                result = (
-                    validate_event(payload, received)
-                    if payload is not None
-                    else Invalid("invalid_json", "empty message value (tombstone)")
-                )
-            except Exception as e:  # the worker never dies on data
-                log.exception("validator failed on %s:%s", partition, message.offset)
-                result = Invalid("processing_error", f"{type(e).__name__}: {e}")
-            if isinstance(result, Invalid) or message.key != result.device_id.encode():
-                # Side outputs are fenced per partition: a replayed offset was already published.
-                if message.offset <= fence:
+    # lifecycle -------------------------------------------------------------------------------------------------
+    async def prepare(self, assignment: Sequence[TP]) -> None:
+        """After table recovery, before the stream partitions are positioned: load each assigned events
+        partition's state from its snapshot, and ask the consumer to start where that snapshot ends."""
+        async with self.lock:
+            starts: dict[TP, int] = {}
+            for tp in assignment:
+                if tp.topic != settings.topic_events:
                     continue
-                side_outputs = True
-                if isinstance(result, Invalid):
-                    invalid_count += 1
-                    metrics.EVENTS.labels(result.error).inc()
-                    record = dlq_record(
-                        result,
-                        source_topic=message.topic,
-                        source_partition=partition,
-                        source_offset=message.offset,
-                        key=message.key,
-                        payload=payload,
-                        received_at_us=received,
+                state = PartitionState(tp.partition, settings.window_grace_s)
+                state.load(partition_state_table.records(tp.partition))
+                self.states[tp.partition] = state
+                self.published[tp.partition] = state.snapshot_offset
+                self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s
+                starts[tp] = state.snapshot_offset + 1
+                log.info(
+                    "partition %d: state of %d devices, snapshot up to offset %d",
+                    tp.partition,
+                    state.device_count(),
+                    state.snapshot_offset,
+                )
+            app.replay_starts = starts
+
+    def positioned(self, committed: dict[TP, int | None]) -> None:
+        """The committed offsets are known: what lies below them was published by whoever committed it."""
+        for tp, offset in committed.items():
+            if tp.topic == settings.topic_events and tp.partition in self.published and offset:
+                self.published[tp.partition] = max(self.published[tp.partition], offset - 1)
+
+    async def release(self, partitions: Sequence[int]) -> None:
+        """Partitions revoked, or the worker stopping: snapshot what is ours (between slices), then forget it."""
+        async with self.lock:
+            for partition in partitions:
+                if partition in self.states:
+                    await self._snapshot(partition)
+                    del self.states[partition]
+                self.published.pop(partition, None)
+                self.snapshot_due.pop(partition, None)
+
+    async def close(self) -> None:
+        await self.release(list(self.states))
+        self.closed = True
+
+    # the slice -------------------------------------------------------------------------------------------------
+    async def handle(self, tp: TP, records: list, generation: int) -> None:
+        async with self.lock:
+            state = self.states.get(tp.partition)
+            if self.closed or state is None or generation != app.consumer_generation_id:
+                return  # stale: not marked done, read again from the committed offset by the next owner
+            started = time.perf_counter()
+            await self._handle(tp, state, records)
+            if generation == app.consumer_generation_id:
+                app.consumer.mark_done(tp, records[-1].offset + 1)
+            if time.monotonic() >= self.snapshot_due[tp.partition]:
+                await self._snapshot(tp.partition)
+            metrics.PROCESS_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _handle(self, tp: TP, state: PartitionState, records: list) -> None:
+        partition = tp.partition
+        published = self.published[partition]
+        received = now_us()
+        decoded = decode_batch([r.value for r in records], received)
+        offsets = np.fromiter((r.offset for r in records), np.int64, len(records))
+        ingest_us = np.fromiter(
+            (received if r.timestamp is None else r.timestamp * 1000 for r in records), np.int64, len(records)
+        )
+        sends: list[Send] = []
+        for position, invalid in decoded.invalid:
+            record = records[position]
+            metrics.EVENTS.labels(invalid.error).inc()
+            if record.offset > published:
+                sends.append(
+                    (
+                        dlq_topic,
+                        record.key,
+                        dlq_record(
+                            invalid,
+                            source_topic=tp.topic,
+                            source_partition=partition,
+                            source_offset=record.offset,
+                            key=record.key,
+                            payload=record.value,
+                            received_at_us=received,
+                        ),
+                        None,
                     )
-                    sends.append((dlq_topic, message.key, record, None))
-                else:
-                    # Keyed by something other than device_id, so on a partition that does not own
-                    # the device's state: re-publish it keyed right; the copy is processed there
-                    # (and a second copy is a duplicate by event_id).
-                    rekeyed_count += 1
-                    sends.append((events_topic, result.device_id.encode(), payload, None))
-                continue
-            ingest_us = int(message.timestamp * 1_000_000) if message.timestamp else received
-            per_device[result.device_id].append((result, Source(partition, message.offset, ingest_us)))
-            last_event_of_device[result.device_id] = event
-        if side_outputs:
-            fence_writes.append((events[-1], str(events[-1].message.offset).encode()))
+                )
+        # A valid event keyed by something other than its device_id sits in a partition that does not own the
+        # device's state: re-publish it keyed right; the copy is processed there (a second copy is a duplicate).
+        device_keys = [device.encode() for device in decoded.devices]
+        keyed = np.fromiter(
+            (
+                records[p].key == device_keys[d]
+                for p, d in zip(decoded.valid.tolist(), decoded.device.tolist(), strict=True)
+            ),
+            np.bool_,
+            len(decoded),
+        )
+        if not keyed.all():
+            for p, d in zip(decoded.valid[~keyed].tolist(), decoded.device[~keyed].tolist(), strict=True):
+                metrics.EVENTS.labels("rekeyed").inc()
+                if records[p].offset > published:
+                    sends.append((events_topic, device_keys[d], records[p].value, None))
+            decoded = take(decoded, keyed)
+        event_offsets = offsets[decoded.valid]
+        event_ingest = ingest_us[decoded.valid]
+        last_offset = records[-1].offset
+        # Events at or below `published` only rebuild the state (a replay after a restart); the rest emit.
+        split = int(np.searchsorted(event_offsets, published, side="right"))
+        if split:
+            replayed = take(decoded, np.arange(len(decoded)) < split)
+            state.apply(
+                replayed,
+                event_offsets[:split],
+                event_ingest[:split],
+                last_offset=min(last_offset, published),
+                emit=False,
+            )
+        if split < len(decoded) or last_offset > published:
+            fresh = take(decoded, np.arange(len(decoded)) >= split) if split else decoded
+            result = state.apply(fresh, event_offsets[split:], event_ingest[split:], last_offset=last_offset)
+            self._count(result)
+            for value in changes.encode(
+                partition=partition,
+                first_offset=records[0].offset,
+                last_offset=last_offset,
+                dims=result.dims,
+                raw=result.raw,
+                windows=result.windows,
+                latest=result.latest,
+                alerts=result.alert_rows,
+            ):
+                if len(result.raw) or len(result.windows) or len(result.latest) or result.alert_rows:
+                    sends.append((changes_topic, None, value, partition))
+            for message in result.alert_messages:
+                sends.append((alerts_topic, message["device_id"].encode(), orjson.dumps(message), None))
+        await publish(sends)
+        self.published[partition] = max(published, last_offset)
 
-        partition_output = BatchOutput()
-        for device_id, device_events in per_device.items():
-            anchor = last_event_of_device[device_id]
-            key = device_id.encode()
-            with as_current_event(anchor):
-                state = DeviceState.from_bytes(device_state_table.get(key))
-            before = state.offset
-            try:
-                apply_events(state, device_events, settings.window_grace_s, partition_output)
-            except Exception:  # pragma: no cover - a bug, not data: keep the partition moving
-                log.exception("applying events of device %s failed; state left unchanged", device_id)
-                continue
-            if state.offset != before:
-                state_writes.append((anchor, key, state.to_bytes()))
-        total.merge(partition_output)
-        for chunk in partition_output.changes_messages():
-            sends.append((changes_topic, None, chunk, partition))
-        for message in partition_output.alert_messages:
-            sends.append((alerts_topic, message["device_id"].encode(), orjson.dumps(message), None))
+    @staticmethod
+    def _count(result) -> None:
+        metrics.EVENTS.labels("accepted").inc(result.accepted)
+        metrics.EVENTS.labels("duplicate").inc(result.duplicates)
+        metrics.EVENTS.labels("late").inc(result.late)
+        metrics.EVENTS.labels("replayed").inc(result.replayed)
+        metrics.ALERTS.labels("open").inc(result.alerts_opened)
+        metrics.ALERTS.labels("resolved").inc(result.alerts_resolved)
 
-    await _publish(sends)
+    async def snapshot_due_partitions(self) -> None:
+        now = time.monotonic()
+        due = [
+            p
+            for p, state in self.states.items()
+            if now >= self.snapshot_due[p] and state.last_offset > state.snapshot_offset
+        ]
+        if due:
+            async with self.lock:
+                for partition in due:
+                    if partition in self.states:
+                        await self._snapshot(partition)
 
-    for anchor, key, value in state_writes:
-        with as_current_event(anchor):
-            device_state_table[key] = value
-    for anchor, value in fence_writes:
-        with as_current_event(anchor):
-            partition_fence_table[b"fence"] = value
-
-    metrics.EVENTS.labels("accepted").inc(total.accepted)
-    metrics.EVENTS.labels("duplicate").inc(total.duplicates)
-    metrics.EVENTS.labels("late").inc(total.late)
-    metrics.EVENTS.labels("replayed").inc(total.replayed)
-    metrics.EVENTS.labels("rekeyed").inc(rekeyed_count)
-    metrics.ALERTS.labels("open").inc(total.alerts_opened)
-    metrics.ALERTS.labels("resolved").inc(total.alerts_resolved)
+    async def _snapshot(self, partition: int) -> None:
+        state = self.states[partition]
+        records = state.snapshot()
+        started = time.perf_counter()
+        await partition_state_table.write_records(partition, records)
+        self.snapshot_due[partition] = time.monotonic() + settings.snapshot_interval_s
+        metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+        metrics.SNAPSHOT_RECORDS.inc(len(records))
 
 
-async def _publish(sends: list[tuple[faust.types.TopicT, bytes | None, bytes, int | None]]) -> None:
+async def publish(sends: list[Send]) -> None:
     """Send and wait for every acknowledgement; retry until Kafka has them all.
 
-    Raising here would lose the batch (`take_events` acks in `finally`), so a broker outage is waited out.
+    Marking the slice done before they are durable would let a commit pass an effect that is not: a broker outage is
+    waited out instead (the repeats of a retried send are identical, and idempotent downstream).
     """
+    if not sends:
+        return
     delay = 0.5
     while True:
         try:
@@ -187,6 +272,22 @@ async def _publish(sends: list[tuple[faust.types.TopicT, bytes | None, bytes, in
             log.warning("publishing %d messages failed (%s); retrying in %.1fs", len(sends), e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+processor = EventsProcessor()
+app.batch_handlers[settings.topic_events] = processor.handle
+app.events_processor = processor
+
+
+@app.on_partitions_revoked.connect
+async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
+    await processor.release([tp.partition for tp in revoked if tp.topic == settings.topic_events])
+
+
+@app.timer(interval=1.0)
+async def snapshot_idle_partitions() -> None:
+    """A partition that stops receiving events still gets its snapshot (a restart then replays nothing)."""
+    await processor.snapshot_due_partitions()
 
 
 @app.timer(interval=5.0)

@@ -7,15 +7,18 @@ import base64
 from dataclasses import dataclass
 
 import faust
+import numpy as np
 import orjson
 import pytest
 from faust.types import TP
 
+from telemetrypulse.decode import decode_batch
 from telemetrypulse.models import DLQ_MAX_PAYLOAD_BYTES, Invalid, dlq_record
 from telemetrypulse.recovery import FencedTable
-from telemetrypulse.state import DeviceState, fence_of
+from telemetrypulse.simulator import generate_events
+from telemetrypulse.state import PARTITION_KEY, PartitionState, record_fence
 
-CHANGELOG = "unit-device-state-changelog"
+CHANGELOG = "unit-partition-state-changelog"
 
 
 @dataclass
@@ -37,14 +40,24 @@ class FakeEvent:
 
 
 def state(fence: int) -> bytes:
-    return DeviceState(partition=1, offset=fence).to_bytes()
+    """A real device record (state.PartitionState's encoding) whose fence is `fence`."""
+    (_key, value), *_ = generate_events(1, seed=fence, start="2026-01-01T00:00:00Z")
+    partition = PartitionState(1, grace_s=300)
+    batch = decode_batch([value], now_us=2_000_000_000_000_000)
+    offsets = np.array([fence], np.int64)
+    partition.apply(batch, offsets, offsets, last_offset=fence)
+    records = dict(partition.snapshot())
+    records.pop(PARTITION_KEY)
+    (record,) = records.values()
+    assert record_fence(record) == fence
+    return record
 
 
 @pytest.fixture
 def table(tmp_path):
     app = faust.App("unit", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     return FencedTable(
-        app, name="device-state", default=None, fence=fence_of, key_type=bytes, value_type=bytes, partitions=2
+        app, name="partition-state", default=None, fence=record_fence, key_type=bytes, value_type=bytes, partitions=2
     )
 
 
@@ -54,7 +67,7 @@ def restore(table: FencedTable, *records: tuple[int, bytes, bytes | None]) -> No
 
 def stored_fence(table: FencedTable, key: bytes) -> int | None:
     raw = table.data._db_for_partition(1).get(key)
-    return None if raw is None else fence_of(raw)
+    return None if raw is None else record_fence(raw)
 
 
 def test_a_late_record_with_a_lower_fence_does_not_replace_the_newer_state(table):

@@ -21,10 +21,13 @@ import psutil
 from telemetrypulse.settings import get_settings
 
 
-def build_app(bootstrap: str, topic_name: str, expect: int, data_dir: str) -> faust.App:
+def build_app(bootstrap: str, topic_name: str, expect: int, data_dir: str, app_id: str) -> faust.App:
     settings = get_settings()
+    # The batching today's worker had (WORKER_BATCH_MAX/WITHIN_S, gone from settings with the batch engine).
+    batch_max = getattr(settings, "worker_batch_max", 4000)
+    batch_within_s = getattr(settings, "worker_batch_within_s", 0.05)
     app = faust.App(
-        f"bench-floor-{uuid.uuid4().hex[:8]}",
+        app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
         datadir=data_dir,
@@ -40,9 +43,7 @@ def build_app(bootstrap: str, topic_name: str, expect: int, data_dir: str) -> fa
 
     @app.agent(topic)
     async def count(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(
-            settings.worker_batch_max, within=settings.worker_batch_within_s
-        ):
+        async for batch in stream.take_events(batch_max, within=batch_within_s):
             if not seen["began"]:
                 seen["began"] = time.monotonic()
                 t = me.cpu_times()
@@ -71,8 +72,11 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--data-dir", required=True)
+    # The bench passes one under its deployment's APP_ID, so that the deployment's clean-up deletes the internal
+    # topics Faust creates for it.
+    parser.add_argument("--app-id", default=f"bench-floor-{uuid.uuid4().hex[:8]}")
     args = parser.parse_args()
-    app = build_app(args.bootstrap, args.topic, args.expect, args.data_dir)
+    app = build_app(args.bootstrap, args.topic, args.expect, args.data_dir, args.app_id)
     sys.argv = ["faust", "worker", "-l", "warn"]
     app.main()
 

@@ -163,7 +163,7 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
                 "bench.faust_floor",
                 [
                     "--bootstrap", dep.bootstrap, "--topic", dep.topic_events, "--expect", str(opts.events),
-                    "--data-dir", str(dep.tmp / "faust-floor"),
+                    "--data-dir", str(dep.tmp / "faust-floor"), "--app-id", f"{dep.app_id}-floor",
                 ],
             )  # fmt: skip
             result["faust_floor"] = await harness.wait_module(child, timeout_s=600)

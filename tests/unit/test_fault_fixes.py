@@ -57,7 +57,13 @@ def state(fence: int) -> bytes:
 def table(tmp_path):
     app = faust.App("unit", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     return FencedTable(
-        app, name="partition-state", default=None, fence=record_fence, key_type=bytes, value_type=bytes, partitions=2
+        app,
+        name="partition-state",
+        default=None,
+        fence=record_fence,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=2,
     )
 
 

@@ -62,6 +62,11 @@ class Invalid:
     detail: str
 
 
+def is_identifier(text: str) -> bool:
+    """A device, site or zone id of SPEC §3: 1-64 chars of [A-Za-z0-9._-]."""
+    return _ID_RE.fullmatch(text) is not None
+
+
 def now_us() -> int:
     return (datetime.now(UTC) - _EPOCH) // _ONE_US
 
@@ -158,7 +163,7 @@ def validate_payload(payload: object, now: int) -> Event | Invalid:
         return Invalid("invalid_field", f"field 'event_id' must be a UUID string, got {event_id!r:.80}")
     for name in ID_FIELDS:
         ident = payload[name]
-        if not isinstance(ident, str) or not _ID_RE.fullmatch(ident):
+        if not isinstance(ident, str) or not is_identifier(ident):
             return Invalid(
                 "invalid_field", f"field {name!r} must be 1-64 chars of [A-Za-z0-9._-], got {ident!r:.80}"
             )

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
+from itertools import chain
 from operator import attrgetter
 from typing import Literal
 
@@ -196,6 +197,9 @@ assert set(SENSORS) == set(SENSOR_UNITS) and set(SENSOR_RANGES) == set(SENSORS) 
 
 _get_event_id = attrgetter("event_id")
 _get_dim = attrgetter("device_id", "site_id", "zone_id")
+_get_device = attrgetter("device_id")
+_get_site = attrgetter("site_id")
+_get_zone = attrgetter("zone_id")
 _get_sensor = attrgetter("sensor_type")
 _get_value = attrgetter("value")
 _get_ts = attrgetter("ts_event")
@@ -207,16 +211,17 @@ class _Texts:
     the same length, `width` says it; else string i is `chars[starts[i] : starts[i] + lengths[i]]`. A non-ASCII
     string has length -1 and no chars (no fast-path form has any)."""
 
-    __slots__ = ("chars", "encoded", "lengths", "starts", "width")
+    __slots__ = ("chars", "encoded", "lengths", "starts", "texts", "width")
 
     def __init__(self, texts: list[str]) -> None:
         n = len(texts)
-        joined = "\n".join(texts) + "\n" if n else ""
+        joined = "\n".join([*texts, ""])
         ascii_: np.ndarray | None = None
         if not joined.isascii():  # O(1) for a str
             ascii_ = np.fromiter(map(str.isascii, texts), np.bool_, n)
             texts = [t if a else "" for t, a in zip(texts, ascii_, strict=True)]
-            joined = "\n".join(texts) + "\n"
+            joined = "\n".join([*texts, ""])
+        self.texts = texts
         self.encoded = joined.encode("ascii")
         self.chars = chars = np.frombuffer(self.encoded, np.uint8)
         newlines = chars == ord("\n")
@@ -236,16 +241,35 @@ class _Texts:
         if ascii_ is not None:
             self.lengths[~ascii_] = -1
 
-    def distinct_lengths(self) -> list[int]:
-        return [self.width] if self.width is not None else np.unique(self.lengths).tolist()
+    def common_lengths(self, shortest: int, longest: int, min_count: int) -> list[int]:
+        """The lengths from `shortest` to `longest` that at least `min_count` strings have (all strings, if there
+        are fewer), the most common first."""
+        if self.width is not None:
+            return [self.width] if shortest <= self.width <= longest else []
+        counts = np.bincount(np.clip(self.lengths, 0, longest + 1), minlength=longest + 2)
+        counts[:shortest] = counts[longest + 1 :] = 0
+        common = np.flatnonzero(counts >= min(min_count, len(self.lengths)))
+        return common[np.argsort(-counts[common], kind="stable")].tolist()
 
     def rows_of_length(self, length: int) -> tuple[np.ndarray | slice, np.ndarray]:
-        """(rows, block): the strings of exactly `length` chars, as a (rows, length) uint8 array."""
+        """(rows, block): the strings of exactly `length` chars as a (rows, length) uint8 array. When they are more
+        than half of the strings, the block has a row for every string (`rows` is all), of NULs for the others,
+        which no check takes: write its results first, then those of other lengths."""
+        n = len(self.texts)
         if self.width == length:
-            return slice(None), self.chars.reshape(-1, length + 1)[:, :length]
-        if self.width is not None or len(self.chars) < length:
+            return slice(None), self.chars.reshape(n, length + 1)[:, :length]
+        if self.width is not None:
             return np.zeros(0, np.intp), np.zeros((0, length), np.uint8)
         rows = np.flatnonzero(self.lengths == length)
+        if not len(rows):
+            return rows, np.zeros((0, length), np.uint8)
+        if 2 * len(rows) > n:  # one more join is cheaper than gathering most rows one by one
+            texts = list(self.texts)
+            filler = "\0" * length
+            for i in np.flatnonzero(self.lengths != length).tolist():
+                texts[i] = filler
+            chars = np.frombuffer("\n".join([*texts, ""]).encode("ascii"), np.uint8)
+            return slice(None), chars.reshape(n, length + 1)[:, :length]
         return rows, sliding_window_view(self.chars, length)[self.starts[rows]]
 
 
@@ -262,7 +286,7 @@ def _event_id_bytes(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     texts = _Texts(ids)
     rows, block = texts.rows_of_length(36)
     hyphens = block[:, _UUID_HYPHENS] == ord("-")
-    if isinstance(rows, slice) and hyphens.all():
+    if texts.width == 36 and hyphens.all():
         # Every id is 36 chars with its 4 hyphens in place. Without hyphens and newlines, 32 chars per id are
         # left exactly when there is no other hyphen, and bytes.fromhex gives 16 bytes per id exactly when all of
         # them are hex digits (it fails on any other char; whitespace would leave fewer bytes).
@@ -282,58 +306,68 @@ def _event_id_bytes(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ok, columns.view("V16").reshape(n)
 
 
-# `YYYY-MM-DDTHH:MM:SS` occupies columns 0-18 of every fast-path timestamp.
-_DATE_TIME_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)
+# `YYYY-MM-DDTHH:MM:SS` occupies positions 0-18 of every fast-path timestamp.
+_DATE_TIME_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _SHORTEST_TS, _LONGEST_TS = len("2026-01-01T00:00:00Z"), 64
 _US_PER_S = 1_000_000
 
 
-def _digits_ok(digits: np.ndarray, columns: Sequence[int]) -> np.ndarray:
-    ok = np.ones(len(digits), np.bool_)
-    for column in columns:
-        ok &= digits[:, column] <= 9
-    return ok
-
-
 def _number(digits: np.ndarray, first: int, count: int) -> np.ndarray:
-    """The decimal number in `count` digit columns from `first` (int64)."""
-    number = digits[:, first].astype(np.int64)
-    for column in range(first + 1, first + count):
+    """The decimal number in `count` digit positions from `first` (int64, one per timestamp)."""
+    number = digits[first].astype(np.int64)
+    for position in range(first + 1, first + count):
         number *= 10
-        number += digits[:, column]
+        number += digits[position]
     return number
 
 
+def _day_number(yyyymmdd: int) -> int | None:
+    """Days since 1970-01-01 of a YYYYMMDD date, if `datetime.date` takes it (the reference's own check)."""
+    year, month_day = divmod(yyyymmdd, 10_000)
+    try:
+        return date(year, *divmod(month_day, 100)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+
+
 def _days_since_epoch(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ok, days since 1970-01-01) of dates written as YYYYMMDD integers; ok where `datetime.date` takes the date.
-    A batch holds one date or a few, so each distinct one is checked and converted by `datetime.date` itself."""
-    first = dates[0] if len(dates) else 0
-    if (dates == first).all():
-        distinct, which = np.array([first]), np.zeros(len(dates), np.intp)
-    else:
-        distinct, which = np.unique(dates, return_inverse=True)
-    ok = np.zeros(len(distinct), np.bool_)
-    days = np.zeros(len(distinct), np.int64)
-    for i, yyyymmdd in enumerate(distinct.tolist()):
-        year, month_day = divmod(yyyymmdd, 10_000)
-        try:
-            days[i] = date(year, *divmod(month_day, 100)).toordinal() - _EPOCH_ORDINAL
-        except ValueError:
-            continue
-        ok[i] = True
-    return ok[which], days[which]
+    """(ok, days since 1970-01-01) of dates written as YYYYMMDD integers. A batch holds one date or a few: each
+    distinct one is converted once."""
+    ok = np.zeros(len(dates), np.bool_)
+    days = np.zeros(len(dates), np.int64)
+    rest = dates
+    rows: np.ndarray | slice = slice(None)
+    for _ in range(8):
+        if not len(rest):
+            return ok, days
+        first = int(rest[0])
+        same = rest == first
+        day = _day_number(first)
+        if same.all():
+            if day is not None:
+                ok[rows], days[rows] = True, day
+            return ok, days
+        rows = np.arange(len(dates))[rows] if isinstance(rows, slice) else rows
+        if day is not None:
+            ok[rows[same]], days[rows[same]] = True, day
+        rows, rest = rows[~same], rest[~same]
+    distinct, which = np.unique(rest, return_inverse=True)  # many dates: a replay of sparse history
+    numbers = [_day_number(d) for d in distinct.tolist()]
+    ok[rows] = np.array([n is not None for n in numbers])[which]
+    days[rows] = np.array([n or 0 for n in numbers], np.int64)[which]
+    return ok, days
 
 
-def _fraction_us(block: np.ndarray, digits: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ok, µs) of the fraction in columns 19..end-1: none, or `.` and at least one digit, cut to µs (as
+def _fraction_us(chars: np.ndarray, digits: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ok, µs) of the fraction in positions 19..end-1: none, or `.` and at least one digit, cut to µs (as
     `datetime.fromisoformat` does). A `.` without digits is left to the reference."""
-    rows = len(block)
+    rows = chars.shape[1]
     if end == 19:
         return np.ones(rows, np.bool_), np.zeros(rows, np.int64)
     if end == 20:
         return np.zeros(rows, np.bool_), np.zeros(rows, np.int64)
-    ok = (block[:, 19] == ord(".")) & _digits_ok(digits, range(20, end))
+    ok = (chars[19] == ord(".")) & (digits[20:end] <= 9).all(axis=0)
     kept = min(end - 20, 6)
     return ok, _number(digits, 20, kept) * 10 ** (6 - kept)
 
@@ -343,35 +377,36 @@ def _timestamp_block_us(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     `YYYY-MM-DD(T|t)HH:MM:SS[.f+](Z|z|±hh:mm)`, every field in range (what `datetime.fromisoformat` accepts of
     this form). Rows not ok hold meaningless µs."""
     length = block.shape[1]
-    digits = block - np.uint8(ord("0"))  # non-digits wrap above 9
+    # One row per character position: every check below runs on contiguous memory.
+    chars = np.ascontiguousarray(block.T)
+    digits = chars - np.uint8(ord("0"))  # non-digits wrap above 9
     ok = (
-        (block[:, 4] == ord("-"))
-        & (block[:, 7] == ord("-"))
-        & ((block[:, 10] | 0x20) == ord("t"))
-        & (block[:, 13] == ord(":"))
-        & (block[:, 16] == ord(":"))
-        & _digits_ok(digits, _DATE_TIME_DIGITS)
+        (chars[4] == ord("-"))
+        & (chars[7] == ord("-"))
+        & ((chars[10] | 0x20) == ord("t"))
+        & (chars[13] == ord(":"))
+        & (chars[16] == ord(":"))
+        & (digits[_DATE_TIME_DIGITS] <= 9).all(axis=0)
     )
     hour, minute, second = _number(digits, 11, 2), _number(digits, 14, 2), _number(digits, 17, 2)
     ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
-    date_ok, days = _days_since_epoch(
-        _number(digits, 0, 4) * 10_000 + _number(digits, 5, 2) * 100 + _number(digits, 8, 2)
-    )
+    dates = _number(digits, 0, 4) * 10_000 + _number(digits, 5, 2) * 100 + _number(digits, 8, 2)
+    date_ok, days = _days_since_epoch(np.where(ok, dates, 19700101))
     ok &= date_ok
 
-    zulu = (block[:, length - 1] | 0x20) == ord("z")
-    zulu_fraction_ok, fraction = _fraction_us(block, digits, length - 1)
+    zulu = (chars[length - 1] | 0x20) == ord("z")
+    zulu_fraction_ok, fraction = _fraction_us(chars, digits, length - 1)
     zone_ok = zulu & zulu_fraction_ok
     offset_s: np.ndarray | int = 0
     if length >= 25:  # room for ±hh:mm
-        sign = block[:, length - 6]
+        sign = chars[length - 6]
         hours, minutes = _number(digits, length - 5, 2), _number(digits, length - 2, 2)
-        offset_fraction_ok, offset_fraction = _fraction_us(block, digits, length - 6)
+        offset_fraction_ok, offset_fraction = _fraction_us(chars, digits, length - 6)
         offset_ok = (
             ~zulu
             & ((sign == ord("+")) | (sign == ord("-")))
-            & (block[:, length - 3] == ord(":"))
-            & _digits_ok(digits, (length - 5, length - 4, length - 2, length - 1))
+            & (chars[length - 3] == ord(":"))
+            & (digits[[length - 5, length - 4, length - 2, length - 1]] <= 9).all(axis=0)
             & (hours <= 23)
             & (minutes <= 59)
             & offset_fraction_ok
@@ -394,10 +429,11 @@ def _timestamps_us(ts_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     texts = _Texts(ts_texts)
     ok = np.zeros(n, np.bool_)
     ts_us = np.zeros(n, np.int64)
-    for length in texts.distinct_lengths():
-        if _SHORTEST_TS <= length <= _LONGEST_TS:
-            rows, block = texts.rows_of_length(length)
-            ok[rows], ts_us[rows] = _timestamp_block_us(block)
+    # A few strings of some other length cost the reference less than the ~60 numpy calls of one more block.
+    # The most common length first: its block may cover every row (see rows_of_length).
+    for length in texts.common_lengths(_SHORTEST_TS, _LONGEST_TS, min_count=16):
+        rows, block = texts.rows_of_length(length)
+        ok[rows], ts_us[rows] = _timestamp_block_us(block)
     return ok, ts_us
 
 
@@ -406,20 +442,52 @@ def _values_ok(sensor: np.ndarray, value: np.ndarray) -> np.ndarray:
     return ok & ((sensor != _OCCUPANCY) | (np.floor(value) == value))
 
 
+def _dims(structs: list[_EventFields]) -> tuple[np.ndarray, dict[tuple[str, str, str], int]]:
+    """(dim, dims): each event's index into the distinct (device_id, site_id, zone_id) of the batch, in order of
+    first appearance."""
+    n = len(structs)
+    devices: dict[str, int] = {}
+    dim = np.fromiter([devices.setdefault(d, len(devices)) for d in map(_get_device, structs)], np.uint32, n)
+    # A device normally keeps its site and zone: then a dim per device, and hashing one string per event instead
+    # of a tuple of three is most of the cost saved. Each event's site and zone are compared (a C loop each) with
+    # those of its device's first event, which is where its index first appears.
+    sites, zones = list(map(_get_site, structs)), list(map(_get_zone, structs))
+    # Indices are given in order of first appearance: a device's first event is where the running maximum grows.
+    first = np.flatnonzero(dim > np.concatenate(([-1], np.maximum.accumulate(dim)[:-1]))) if n else dim
+    first_of_event = first[dim].tolist()
+    if sites == list(map(sites.__getitem__, first_of_event)) and zones == list(
+        map(zones.__getitem__, first_of_event)
+    ):
+        first_rows = first.tolist()
+        keys = zip(
+            devices, map(sites.__getitem__, first_rows), map(zones.__getitem__, first_rows), strict=True
+        )
+        return dim, {key: i for i, key in enumerate(keys)}
+    dims: dict[tuple[str, str, str], int] = {}
+    return np.fromiter(
+        [dims.setdefault(key, len(dims)) for key in map(_get_dim, structs)], np.uint32, n
+    ), dims
+
+
 # Identifiers already seen valid (device ids repeat batch after batch); bounded, cleared when full.
 _VALID_IDENTIFIERS: set[str] = set()
 _MAX_REMEMBERED_IDENTIFIERS = 65_536
 
 
-def _valid_identifier(text: str) -> bool:
-    if text in _VALID_IDENTIFIERS:
-        return True
-    if not is_identifier(text):
-        return False
-    if len(_VALID_IDENTIFIERS) >= _MAX_REMEMBERED_IDENTIFIERS:
+def _dims_ok(dims: dict[tuple[str, str, str], int]) -> np.ndarray | None:
+    """Per distinct dim, whether its three ids are identifiers of SPEC §3; None when all are."""
+    unknown = set(chain.from_iterable(dims)) - _VALID_IDENTIFIERS
+    if not unknown:
+        return None
+    invalid = {text for text in unknown if not is_identifier(text)}
+    valid = unknown - invalid
+    if len(_VALID_IDENTIFIERS) + len(valid) > _MAX_REMEMBERED_IDENTIFIERS:
         _VALID_IDENTIFIERS.clear()
-    _VALID_IDENTIFIERS.add(text)
-    return True
+    if len(valid) <= _MAX_REMEMBERED_IDENTIFIERS:
+        _VALID_IDENTIFIERS.update(valid)
+    if not invalid:
+        return None
+    return np.fromiter((invalid.isdisjoint(key) for key in dims), np.bool_, len(dims))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -439,7 +507,7 @@ def decode_batch(values: Sequence[bytes | None], now_us: int) -> DecodedBatch:
         else:
             decoded[position] = fields
     if to_reference:
-        structs = [s for s in decoded if s is not None]
+        structs = list(filter(None, decoded))  # a Struct is always true
         positions = np.delete(np.arange(n, dtype=np.int64), to_reference)
     else:
         structs = decoded
@@ -451,14 +519,11 @@ def decode_batch(values: Sequence[bytes | None], now_us: int) -> DecodedBatch:
     sensor = np.fromiter(map(SENSOR_CODES.__getitem__, map(_get_sensor, structs)), np.uint8, m)
     unit = np.fromiter(map(_UNIT_CODES.__getitem__, map(_get_unit, structs)), np.uint8, m)
     value = np.fromiter(map(_get_value, structs), np.float64, m)
-    dim_index: dict[tuple[str, str, str], int] = {}
-    dim = np.fromiter(
-        [dim_index.setdefault(key, len(dim_index)) for key in map(_get_dim, structs)], np.uint32, m
-    )
-    dim_ok = np.fromiter((all(map(_valid_identifier, key)) for key in dim_index), np.bool_, len(dim_index))
+    dim, dim_index = _dims(structs)
+    dim_ok = _dims_ok(dim_index)
     ok &= ts_ok & (ts_us - now_us <= MAX_FUTURE_US) & _values_ok(sensor, value)
     ok &= (unit == _NO_UNIT) | (unit == sensor)
-    if len(dim_ok):
+    if dim_ok is not None:
         ok &= dim_ok[dim]
 
     if not ok.all():

@@ -679,6 +679,36 @@ def test_positions_devices_and_dims_of_a_mixed_batch():
     assert batch.sensor.tolist() == [SENSOR_CODES["co2"], SENSOR_CODES["temperature"], 0, 0, 0]
 
 
+@pytest.mark.parametrize("count", [1, 15, 16, 40])
+def test_two_timestamp_lengths_half_and_half(count, monkeypatch):
+    values = [event(ts_event=q("2026-11-26T11:59:00Z"), event_id=q(str(uuid.uuid4()))) for _ in range(count)]
+    values += [
+        event(ts_event=q("2026-11-26T11:59:00.25Z"), event_id=q(str(uuid.uuid4()))) for _ in range(count)
+    ]
+    assert len(assert_same(values)) == 2 * count
+    reference = decode.validate_one
+    calls = []
+    monkeypatch.setattr(
+        decode, "validate_one", lambda value, now: calls.append(value) or reference(value, now)
+    )
+    decode_batch(values, NOW)
+    assert len(calls) == (0 if count >= 16 else 2 * count)  # groups under 16 strings go to the reference
+
+
+def test_list_extend_keeps_what_it_appended_before_an_exception():
+    """What decode._decode_typed relies on to find the value that failed (CPython's list.extend)."""
+
+    def decode_or_raise(x):
+        if x < 0:
+            raise ValueError(x)
+        return x
+
+    decoded = []
+    with pytest.raises(ValueError):
+        decoded.extend(map(decode_or_raise, iter([1, 2, -3, 4])))
+    assert decoded == [1, 2]
+
+
 def test_invalid_inputs_at_the_edges_and_in_runs():
     good = event()
     for values in (
@@ -720,8 +750,9 @@ def test_the_common_forms_never_reach_the_reference(monkeypatch):
     calls = []
     monkeypatch.setattr(decode, "validate_one", lambda value, now: calls.append(value))
     values = [value for _, value in generate_events(200, seed=3, start="2026-11-26T10:00:00Z")]
-    values += [
-        event(ts_event=q(text))
+    values += [  # a form of another length is decoded apart when 16 events have it (else by the reference)
+        event(ts_event=q(text), event_id=q(str(uuid.uuid4())))
+        for _ in range(16)
         for text in (
             "2026-11-26t11:59:00z",
             "2026-11-26T11:59:00Z",

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, ne
 from typing import Literal
 
 import msgspec
@@ -437,36 +437,51 @@ def _timestamps_us(ts_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ok, ts_us
 
 
+def _units(
+    units: list[str | None], sensors: list[str], sensor: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(ok, given): whether each unit is absent or its sensor's (ok None: all are), and whether it is given.
+    msgspec returns the Literal's own str objects, so comparing whole lists mostly compares identities."""
+    n = len(units)
+    if units == list(map(SENSOR_UNITS.__getitem__, sensors)):
+        return None, np.ones(n, np.bool_)
+    if units.count(None) == n:
+        return None, np.zeros(n, np.bool_)
+    unit = np.fromiter(map(_UNIT_CODES.__getitem__, units), np.uint8, n)
+    return (unit == _NO_UNIT) | (unit == sensor), unit != _NO_UNIT
+
+
 def _values_ok(sensor: np.ndarray, value: np.ndarray) -> np.ndarray:
     ok = np.isfinite(value) & (value >= _LOW[sensor]) & (value <= _HIGH[sensor])
     return ok & ((sensor != _OCCUPANCY) | (np.floor(value) == value))
 
 
 def _dims(structs: list[_EventFields]) -> tuple[np.ndarray, dict[tuple[str, str, str], int]]:
-    """(dim, dims): each event's index into the distinct (device_id, site_id, zone_id) of the batch, in order of
-    first appearance."""
+    """(dim, dims): each event's index into the distinct (device_id, site_id, zone_id) of the batch."""
     n = len(structs)
     devices: dict[str, int] = {}
     dim = np.fromiter([devices.setdefault(d, len(devices)) for d in map(_get_device, structs)], np.uint32, n)
     # A device normally keeps its site and zone: then a dim per device, and hashing one string per event instead
-    # of a tuple of three is most of the cost saved. Each event's site and zone are compared (a C loop each) with
-    # those of its device's first event, which is where its index first appears.
+    # of a tuple of three saves most of the cost. Each event's site and zone are compared (one C loop each) with
+    # those of its device's first event: where the running maximum of `dim` grows (indices are given in order).
     sites, zones = list(map(_get_site, structs)), list(map(_get_zone, structs))
-    # Indices are given in order of first appearance: a device's first event is where the running maximum grows.
     first = np.flatnonzero(dim > np.concatenate(([-1], np.maximum.accumulate(dim)[:-1]))) if n else dim
-    first_of_event = first[dim].tolist()
-    if sites == list(map(sites.__getitem__, first_of_event)) and zones == list(
-        map(zones.__getitem__, first_of_event)
-    ):
-        first_rows = first.tolist()
-        keys = zip(
-            devices, map(sites.__getitem__, first_rows), map(zones.__getitem__, first_rows), strict=True
+    first_rows = first.tolist()
+    dims = {
+        key: i
+        for i, key in enumerate(
+            zip(devices, map(sites.__getitem__, first_rows), map(zones.__getitem__, first_rows), strict=True)
         )
-        return dim, {key: i for i, key in enumerate(keys)}
-    dims: dict[tuple[str, str, str], int] = {}
-    return np.fromiter(
-        [dims.setdefault(key, len(dims)) for key in map(_get_dim, structs)], np.uint32, n
-    ), dims
+    }
+    first_of_event = first[dim].tolist()
+    expected_sites = list(map(sites.__getitem__, first_of_event))
+    expected_zones = list(map(zones.__getitem__, first_of_event))
+    if sites != expected_sites or zones != expected_zones:  # an event elsewhere than its device's first
+        moved = np.fromiter(map(ne, sites, expected_sites), np.bool_, n)
+        moved |= np.fromiter(map(ne, zones, expected_zones), np.bool_, n)
+        for i in np.flatnonzero(moved).tolist():
+            dim[i] = dims.setdefault((structs[i].device_id, sites[i], zones[i]), len(dims))
+    return dim, dims
 
 
 # Identifiers already seen valid (device ids repeat batch after batch); bounded, cleared when full.
@@ -516,23 +531,25 @@ def decode_batch(values: Sequence[bytes | None], now_us: int) -> DecodedBatch:
     m = len(structs)
     ok, event_id = _event_id_bytes(list(map(_get_event_id, structs)))
     ts_ok, ts_us = _timestamps_us(list(map(_get_ts, structs)))
-    sensor = np.fromiter(map(SENSOR_CODES.__getitem__, map(_get_sensor, structs)), np.uint8, m)
-    unit = np.fromiter(map(_UNIT_CODES.__getitem__, map(_get_unit, structs)), np.uint8, m)
+    sensors = list(map(_get_sensor, structs))
+    sensor = np.fromiter(map(SENSOR_CODES.__getitem__, sensors), np.uint8, m)
+    unit_ok, unit_given = _units(list(map(_get_unit, structs)), sensors, sensor)
     value = np.fromiter(map(_get_value, structs), np.float64, m)
     dim, dim_index = _dims(structs)
     dim_ok = _dims_ok(dim_index)
     ok &= ts_ok & (ts_us - now_us <= MAX_FUTURE_US) & _values_ok(sensor, value)
-    ok &= (unit == _NO_UNIT) | (unit == sensor)
+    if unit_ok is not None:
+        ok &= unit_ok
     if dim_ok is not None:
         ok &= dim_ok[dim]
 
     if not ok.all():
         to_reference.extend(positions[~ok].tolist())
         to_reference.sort()
-        positions, event_id, dim, sensor, value, ts_us, unit = (
-            column[ok] for column in (positions, event_id, dim, sensor, value, ts_us, unit)
+        positions, event_id, dim, sensor, value, ts_us, unit_given = (
+            column[ok] for column in (positions, event_id, dim, sensor, value, ts_us, unit_given)
         )
-    columns = _Columns(positions, event_id, dim, sensor, value, ts_us, unit != _NO_UNIT)
+    columns = _Columns(positions, event_id, dim, sensor, value, ts_us, unit_given)
 
     invalid: list[tuple[int, Invalid]] = []
     events: list[tuple[int, Event]] = []

@@ -709,6 +709,31 @@ def test_list_extend_keeps_what_it_appended_before_an_exception():
     assert decoded == [1, 2]
 
 
+def test_a_device_whose_first_event_is_elsewhere():
+    """Dims are per device while a device keeps its site and zone; an event elsewhere gets its own dim, also when
+    it comes first and is invalid (then only the others' dim remains)."""
+    values = [
+        event(device_id='"d9"', site_id='"bad site"'),  # invalid, first of d9
+        event(device_id='"d9"', event_id=q(str(uuid.uuid4()))),
+        event(device_id='"d8"'),
+        event(device_id='"d9"', event_id=q(str(uuid.uuid4()))),
+        event(device_id='"d9"', zone_id='"zone-02"', event_id=q(str(uuid.uuid4()))),
+    ]
+    batch = assert_same(values)
+    assert batch.valid.tolist() == [1, 2, 3, 4]
+    assert sorted(batch.dims) == [
+        ("d8", "site-01", "zone-01"),
+        ("d9", "site-01", "zone-01"),
+        ("d9", "site-01", "zone-02"),
+    ]
+    assert [batch.dims[i] for i in batch.dim] == [
+        ("d9", "site-01", "zone-01"),
+        ("d8", "site-01", "zone-01"),
+        ("d9", "site-01", "zone-01"),
+        ("d9", "site-01", "zone-02"),
+    ]
+
+
 def test_invalid_inputs_at_the_edges_and_in_runs():
     good = event()
     for values in (

@@ -4,8 +4,9 @@ no Kafka, no worker.
 
 Datasets: 45 devices (the simulator's default topology), 12,500 devices, and 45 devices with 1 % invalid inputs
 (every invalid kind the simulator makes). Each run decodes every batch once with each decoder, alternating, so a
-machine whose speed drifts slows both alike; a figure is the median over runs of CPU time (`process_time`) per
-event, with the ratio fast/reference taken run by run. Before timing, both decoders must agree on every batch.
+machine whose speed drifts slows both alike, and each run goes through every dataset; a figure is the median over
+runs of CPU time (`process_time`) per event, with the ratio fast/reference taken run by run. Before timing, both
+decoders must agree on every batch.
 """
 
 from __future__ import annotations
@@ -68,31 +69,40 @@ def cpu_s(
     return time.process_time() - start
 
 
-def measure(batches: list[list[bytes]], runs: int) -> dict:
+def check_equal(batches: list[list[bytes]]) -> None:
     for values in batches:
         if outcomes(decode_batch(values, NOW_US)) != outcomes(decode_batch_reference(values, NOW_US)):
             raise SystemExit("decode_batch differs from the reference: not measuring a wrong decoder")
-    events = sum(len(values) for values in batches)
-    valid = sum(len(decode_batch(values, NOW_US)) for values in batches)
-    cpu_s(decode_batch, batches[:1])  # warm-up: first calls, caches
-    fast, reference, ratio = [], [], []
+
+
+def measure(datasets: dict[str, list[list[bytes]]], runs: int) -> dict[str, dict]:
+    """Each run times every dataset with both decoders, so that a drift of the machine's speed during the
+    measurement touches every figure alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in datasets}
+    for batches in datasets.values():
+        cpu_s(decode_batch, batches[:1])  # warm-up: first calls, caches
     for _ in range(runs):
-        f = cpu_s(decode_batch, batches)
-        r = cpu_s(decode_batch_reference, batches)
-        fast.append(f)
-        reference.append(r)
-        ratio.append(f / r)
-    us = 1e6 / events
-    return {
-        "events": events,
-        "valid": valid,
-        "fast_us_per_event": statistics.median(fast) * us,
-        "fast_us_per_valid_event": statistics.median(fast) * 1e6 / valid,
-        "fast_us_min_max": (min(fast) * us, max(fast) * us),
-        "reference_us_per_event": statistics.median(reference) * us,
-        "reference_us_min_max": (min(reference) * us, max(reference) * us),
-        "ratio": statistics.median(ratio),
-    }
+        for name, batches in datasets.items():
+            fast, reference = times[name]
+            fast.append(cpu_s(decode_batch, batches))
+            reference.append(cpu_s(decode_batch_reference, batches))
+    results = {}
+    for name, batches in datasets.items():
+        fast, reference = times[name]
+        events = sum(len(values) for values in batches)
+        valid = sum(len(decode_batch(values, NOW_US)) for values in batches)
+        us = 1e6 / events
+        results[name] = {
+            "events": events,
+            "valid": valid,
+            "fast_us_per_event": statistics.median(fast) * us,
+            "fast_us_per_valid_event": statistics.median(fast) * 1e6 / valid,
+            "fast_us_min_max": (min(fast) * us, max(fast) * us),
+            "reference_us_per_event": statistics.median(reference) * us,
+            "reference_us_min_max": (min(reference) * us, max(reference) * us),
+            "ratio": statistics.median(f / r for f, r in zip(fast, reference, strict=True)),
+        }
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,22 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
 
+    datasets = {
+        name: batches_of(topology, invalid, args.batches, args.batch_size)
+        for name, (topology, invalid) in DATASETS.items()
+    }
+    for batches in datasets.values():
+        check_equal(batches)
     load_before = os.getloadavg()
-    results = {}
+    results = measure(datasets, args.runs)
     print(
         f"decode_batch vs reference: {args.batches} batches x {args.batch_size} events, {args.runs} runs, CPU time"
     )
     print(
         f"{'dataset':26s} {'fast µs/event':>14s} {'per valid':>10s} {'min–max':>12s} {'reference':>10s} {'ratio':>6s}"
     )
-    for name, (topology, invalid) in DATASETS.items():
-        r = measure(batches_of(topology, invalid, args.batches, args.batch_size), args.runs)
-        results[name] = r
+    for name, r in results.items():
         low, high = r["fast_us_min_max"]
         print(
             f"{name:26s} {r['fast_us_per_event']:14.2f} {r['fast_us_per_valid_event']:10.2f} "
-            f"{f'{low:.2f}–{high:.2f}':>12s} {r['reference_us_per_event']:10.2f} {r['ratio']:6.3f}",
-            flush=True,
+            f"{f'{low:.2f}–{high:.2f}':>12s} {r['reference_us_per_event']:10.2f} {r['ratio']:6.3f}"
         )
     load_after = os.getloadavg()
     print(

@@ -7,18 +7,20 @@ How it stays exact: a fast path takes only what it is certain the reference acce
 and hands everything else to the reference (`validate_one`), which also gives the reason of every invalid input.
 
 1. Typed decoding with msgspec into `_EventFields`, which has only the event's fields and forbids any other. So
-   msgspec skips nothing: every string it returns was checked as UTF-8, every number was read in full, and the
-   JSON grammar it accepts is orjson's (the reference's parser) — no NaN/Infinity, no lone surrogates, no BOM.
+   msgspec skips nothing: every string it returns was checked as UTF-8, every number was read in full, and its
+   JSON is as strict as orjson's (the reference's parser): no NaN/Infinity, no lone surrogates, no BOM.
    A value with extra fields gets a second typed decoding that skips them (`_EventFieldsAmongOthers`), but only
    after the two checks msgspec does not make on what it skips: valid UTF-8, and a nesting depth bounded far below
    orjson's limit (1024) and Python's recursion limit.
-2. Batch-wide numpy checks on the decoded fields: the event id (canonical 8-4-4-4-12 hex, turned into its 16 bytes
-   with a lookup table), the timestamp (the common ISO-8601 forms `YYYY-MM-DDTHH:MM:SS[.f…](Z|±hh:mm)`, any case of
-   t/z, parsed digit by digit into µs), the value ranges, the unit, the future limit. Device, site and zone ids
-   are checked once per distinct string (they repeat from batch to batch).
-3. What any check rejects, and what msgspec could not decode, goes to `validate_one`: an unusual timestamp form,
-   a value out of range, NaN tokens, invalid JSON, a tombstone… Invalid inputs are rare, so the reference's cost
-   there does not matter.
+2. Batch-wide checks of the decoded fields, on all events at once: event ids (canonical 8-4-4-4-12 hex, either
+   case) laid out in one buffer and turned into 16 bytes each by `bytes.fromhex`; timestamps of the common
+   ISO-8601 forms `YYYY-MM-DD(T|t)HH:MM:SS[.f…](Z|z|±hh:mm)` parsed digit by digit with numpy, each distinct date
+   by `datetime.date` itself; value ranges, units and the future limit as numpy comparisons. Device, site and
+   zone ids are checked once per distinct string and remembered (devices repeat from batch to batch), and an
+   event's dim is found by hashing its device id alone when the device keeps its site and zone.
+3. What any check rejects, and what msgspec could not decode, goes to `validate_one`: an unusual timestamp form
+   (or a fast-path form of a length fewer than 16 events of the batch have), a value out of range, NaN tokens,
+   invalid JSON, a tombstone… These are rare, so the reference's cost there does not matter.
 """
 
 from __future__ import annotations

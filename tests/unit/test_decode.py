@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from telemetrypulse import decode
 from telemetrypulse.changes import SENSOR_CODES
-from telemetrypulse.decode import DecodedBatch, decode_batch, decode_batch_reference
+from telemetrypulse.decode import DecodedBatch, decode_batch, decode_batch_fast, decode_batch_reference
 from telemetrypulse.models import SENSOR_RANGES, SENSOR_UNITS, to_us
 from telemetrypulse.simulator import Topology, generate_events
 
@@ -96,7 +96,7 @@ def check_shape(batch: DecodedBatch, n: int) -> None:
 
 
 def assert_same(values: list[bytes | None], now: int = NOW) -> DecodedBatch:
-    fast = decode_batch(values, now)
+    fast = decode_batch_fast(values, now)  # without the safety net, which would hide a fault
     reference = decode_batch_reference(values, now)
     check_shape(fast, len(values))
     fast_outcomes, reference_outcomes = outcomes(fast), outcomes(reference)
@@ -763,6 +763,16 @@ def test_the_identifier_memory_is_bounded(monkeypatch):
     values = [event(device_id=q(f"dev-{i}"), event_id=q(str(uuid.uuid4()))) for i in range(20)]
     assert_same(values)
     assert len(decode._VALID_IDENTIFIERS) <= 4
+
+
+def test_a_fault_of_the_fast_path_falls_back_to_the_reference(monkeypatch, caplog):
+    def broken(ids):
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(decode, "_event_id_bytes", broken)
+    values = [event(), b"{", None]
+    assert outcomes(decode_batch(values, NOW)) == outcomes(decode_batch_reference(values, NOW))
+    assert "the fast path failed on 3 values" in caplog.text
 
 
 def test_the_reference_is_models_validate_event():

@@ -16,8 +16,8 @@ and hands everything else to the reference (`validate_one`), which also gives th
    case) laid out in one buffer and turned into 16 bytes each by `bytes.fromhex`; timestamps of the common
    ISO-8601 forms `YYYY-MM-DD(T|t)HH:MM:SS[.f…](Z|z|±hh:mm)` parsed digit by digit with numpy, each distinct date
    by `datetime.date` itself; value ranges, units and the future limit as numpy comparisons. Device, site and
-   zone ids are checked once per distinct string and remembered (devices repeat from batch to batch), and an
-   event's dim is found by hashing its device id alone when the device keeps its site and zone.
+   zone ids are checked once per distinct string, and an event's dim is found by hashing its device id alone
+   when the device keeps its site and zone.
 3. What any check rejects, and what msgspec could not decode, goes to `validate_one`: an unusual timestamp form
    (or a fast-path form of a length fewer than 16 events of the batch have), a value out of range, NaN tokens,
    invalid JSON, a tombstone… These are rare, so the reference's cost there does not matter.
@@ -26,6 +26,7 @@ and hands everything else to the reference (`validate_one`), which also gives th
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -40,6 +41,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from telemetrypulse.changes import SENSOR_CODES, SENSORS
 from telemetrypulse.models import (
+    ID_PATTERN,
     MAX_FUTURE_US,
     SENSOR_RANGES,
     SENSOR_UNITS,
@@ -489,24 +491,18 @@ def _dims(structs: list[_EventFields]) -> tuple[np.ndarray, dict[tuple[str, str,
     return dim, dims
 
 
-# Identifiers already seen valid (device ids repeat batch after batch); bounded, cleared when full.
-_VALID_IDENTIFIERS: set[str] = set()
-_MAX_REMEMBERED_IDENTIFIERS = 65_536
+# Newline-terminated identifiers, to check the distinct ones of a batch in one regex call.
+_IDENTIFIER_LINES = re.compile(f"(?:{ID_PATTERN}\n)*")
 
 
 def _dims_ok(dims: dict[tuple[str, str, str], int]) -> np.ndarray | None:
     """Per distinct dim, whether its three ids are identifiers of SPEC §3; None when all are."""
-    unknown = set(chain.from_iterable(dims)) - _VALID_IDENTIFIERS
-    if not unknown:
+    texts = set(chain.from_iterable(dims))
+    lines = "\n".join([*texts, ""])
+    # With one newline per string, none holds one: then each line is one string, whole.
+    if lines.count("\n") == len(texts) and _IDENTIFIER_LINES.fullmatch(lines):
         return None
-    invalid = {text for text in unknown if not is_identifier(text)}
-    valid = unknown - invalid
-    if len(_VALID_IDENTIFIERS) + len(valid) > _MAX_REMEMBERED_IDENTIFIERS:
-        _VALID_IDENTIFIERS.clear()
-    if len(valid) <= _MAX_REMEMBERED_IDENTIFIERS:
-        _VALID_IDENTIFIERS.update(valid)
-    if not invalid:
-        return None
+    invalid = {text for text in texts if not is_identifier(text)}
     return np.fromiter((invalid.isdisjoint(key) for key in dims), np.bool_, len(dims))
 
 

@@ -22,7 +22,8 @@ ID_FIELDS = ("device_id", "site_id", "zone_id")
 MAX_FUTURE_US = 5 * 60 * 1_000_000
 
 # fullmatch with \Z semantics: `$` would accept a trailing newline.
-_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_ID_RE = re.compile(ID_PATTERN)
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)

@@ -758,13 +758,6 @@ def test_a_whole_batch_of_simulator_data_at_scale():
         assert len(batch) > 3900
 
 
-def test_the_identifier_memory_is_bounded(monkeypatch):
-    monkeypatch.setattr(decode, "_MAX_REMEMBERED_IDENTIFIERS", 4)
-    values = [event(device_id=q(f"dev-{i}"), event_id=q(str(uuid.uuid4()))) for i in range(20)]
-    assert_same(values)
-    assert len(decode._VALID_IDENTIFIERS) <= 4
-
-
 def test_a_fault_of_the_fast_path_falls_back_to_the_reference(monkeypatch, caplog):
     def broken(ids):
         raise IndexError("a bug")

@@ -22,7 +22,8 @@ ID_FIELDS = ("device_id", "site_id", "zone_id")
 MAX_FUTURE_US = 5 * 60 * 1_000_000
 
 # fullmatch with \Z semantics: `$` would accept a trailing newline.
-_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_ID_RE = re.compile(ID_PATTERN)
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -60,6 +61,11 @@ class Invalid:
 
     error: str
     detail: str
+
+
+def is_identifier(text: str) -> bool:
+    """A device, site or zone id of SPEC §3: 1-64 chars of [A-Za-z0-9._-]."""
+    return _ID_RE.fullmatch(text) is not None
 
 
 def now_us() -> int:
@@ -158,7 +164,7 @@ def validate_payload(payload: object, now: int) -> Event | Invalid:
         return Invalid("invalid_field", f"field 'event_id' must be a UUID string, got {event_id!r:.80}")
     for name in ID_FIELDS:
         ident = payload[name]
-        if not isinstance(ident, str) or not _ID_RE.fullmatch(ident):
+        if not isinstance(ident, str) or not is_identifier(ident):
             return Invalid(
                 "invalid_field", f"field {name!r} must be 1-64 chars of [A-Za-z0-9._-], got {ident!r:.80}"
             )

@@ -125,8 +125,10 @@ def _loads(raw: bytes) -> object | Invalid:
     # orjson rejects what the JSON grammar rejects, including NaN and numbers that overflow to
     # infinity. Python's parser reads those, so such an object is judged field by field
     # ("value must be finite") rather than dismissed as invalid JSON.
+    # Decoded as strict UTF-8 first: given bytes, json.loads would also read UTF-16/32 and a byte-order mark,
+    # and SPEC §3 says a value is UTF-8.
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         return Invalid("invalid_json", f"not valid UTF-8 JSON: {e}")
 

@@ -598,8 +598,9 @@ def test_invalid_utf8_anywhere_is_invalid_json():
         message(*base_pairs(), ("X", "1")).replace(b'"X"', b'"\xff"'),
     ):
         assert single(raw)[:2] == ("invalid", "invalid_json")
-    single(b"\xef\xbb\xbf" + event())  # a UTF-8 BOM: Python's json reads past it
-    single(event().decode().encode("utf-16"))  # so does it UTF-16
+    # SPEC §3: UTF-8; a byte-order mark or UTF-16 is not that.
+    assert single(b"\xef\xbb\xbf" + event())[:2] == ("invalid", "invalid_json")
+    assert single(event().decode().encode("utf-16"))[:2] == ("invalid", "invalid_json")
 
 
 def test_json_other_than_an_object_is_not_an_object():
@@ -612,7 +613,8 @@ def test_lone_surrogates():
     # invalid in an id.
     assert single(message(*base_pairs(), ("firmware", '"\\ud800"')))[0] == "valid"
     assert single(event(device_id='"dev\\udc00"'))[:2] == ("invalid", "invalid_field")
-    assert single(message(*base_pairs(), ("firmware", '"\ud800"')))[0] == "valid"  # surrogate bytes, too
+    # Surrogate bytes are not UTF-8 (SPEC §3: values are UTF-8).
+    assert single(message(*base_pairs(), ("firmware", '"\ud800"')))[:2] == ("invalid", "invalid_json")
 
 
 @pytest.mark.parametrize("depth", [1, 10, 63, 64, 65, 100, 500, 1000, 1023, 1024, 1025, 3000])

@@ -103,7 +103,7 @@ except SettingsError as e:
     raise SystemExit(f"telemetrypulse: configuration error: {e}") from None
 app = create_app(settings)
 
-from telemetrypulse.agents import process, sinks  # noqa: E402, F401 -- registers the agents
+from telemetrypulse.agents import process  # noqa: E402, F401 -- registers the agents
 
 
 @app.page("/metrics")

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     worker_batch_max: int = Field(4000, ge=1, le=100_000)
     worker_batch_within_s: float = Field(0.05, gt=0, le=10)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The PostgreSQL sink process (`telemetrypulse sink`).
+    sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
+    sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -123,6 +126,15 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise SettingsError("DATABASE_URL: not set (run `make up`, or set it to postgresql://…)")
         return self.database_url.get_secret_value()
+
+    @property
+    def topic_changes(self) -> str:
+        """The worker's change records for the sink (internal: named by APP_ID)."""
+        return f"{self.app_id}-changes"
+
+    @property
+    def sink_group(self) -> str:
+        return f"{self.app_id}-sink"
 
     @property
     def uses_tls(self) -> bool:

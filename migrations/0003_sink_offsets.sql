@@ -14,3 +14,10 @@ CREATE TABLE IF NOT EXISTS sink_offsets (
 
 ALTER TABLE telemetry_device_agg_5m ADD COLUMN IF NOT EXISTS sum_sq_value double precision NOT NULL DEFAULT 0;
 ALTER TABLE telemetry_device_agg_15m ADD COLUMN IF NOT EXISTS sum_sq_value double precision NOT NULL DEFAULT 0;
+
+-- Window and latest-value rows are rewritten many times while they are live (every batch that touches them):
+-- room on each page lets PostgreSQL keep an update on the same page without new index entries (a HOT update),
+-- about a sixth less work per upserted row at 12,500 devices (measured with bench/sink_alone.py's data).
+ALTER TABLE telemetry_device_agg_5m SET (fillfactor = 80);
+ALTER TABLE telemetry_device_agg_15m SET (fillfactor = 80);
+ALTER TABLE telemetry_device_latest SET (fillfactor = 80);

@@ -106,9 +106,8 @@ def build_dataset(devices: int, interval_us: int, total_rows: int, seed: int = 7
             state = states[size_s]
             ids = state.ids_of(uniq)[inverse]
             fresh = state.count[ids] == 0
-            state.first[ids[fresh][::-1]] = ts[fresh][
-                ::-1
-            ]  # repeated ids: the last write (the first event) stays
+            # A key repeated in the batch: the last assignment stays, so assign backwards (the first event).
+            state.first[ids[fresh][::-1]] = ts[fresh][::-1]
             np.add.at(state.count, ids, 1)
             np.add.at(state.sum, ids, value)
             np.add.at(state.sum_sq, ids, value * value)
@@ -119,31 +118,24 @@ def build_dataset(devices: int, interval_us: int, total_rows: int, seed: int = 7
             group = ids[last]
             state.version[group] = index[last]
             rows = np.zeros(len(uniq), WINDOW_ROW)
-            rows["dim"], rows["sensor"], rows["size_s"], rows["start_us"] = (
-                local_dim[last],
-                sensor[last],
-                size_s,
-                start[last],
-            )
-            rows["count"], rows["sum"], rows["min"] = state.count[group], state.sum[group], state.min[group]
-            rows["max"], rows["sum_sq"], rows["first_us"] = (
-                state.max[group],
-                state.sum_sq[group],
-                state.first[group],
-            )
-            rows["last_us"], rows["version"] = ts[last], index[last]
+            for name, column in (
+                ("dim", local_dim[last]), ("sensor", sensor[last]), ("size_s", size_s), ("start_us", start[last]),
+                ("count", state.count[group]), ("sum", state.sum[group]), ("min", state.min[group]),
+                ("max", state.max[group]), ("sum_sq", state.sum_sq[group]), ("first_us", state.first[group]),
+                ("last_us", ts[last]), ("version", index[last]),
+            ):  # fmt: skip
+                rows[name] = column
             parts.append(rows)
         windows = np.concatenate(parts)
         latest_pos = np.zeros(pairs, np.int64) - 1
         latest_pos[pair] = np.arange(len(index))  # the last event of each pair in the batch wins
         chosen = latest_pos[latest_pos >= 0]
         latest = np.zeros(len(chosen), LATEST_ROW)
-        latest["dim"], latest["sensor"], latest["value"] = local_dim[chosen], sensor[chosen], value[chosen]
-        latest["ts_us"], latest["event_id"], latest["version"] = (
-            ts[chosen],
-            raw["event_id"][chosen],
-            index[chosen],
-        )
+        for name, column in (
+            ("dim", local_dim[chosen]), ("sensor", sensor[chosen]), ("value", value[chosen]),
+            ("ts_us", ts[chosen]), ("event_id", raw["event_id"][chosen]), ("version", index[chosen]),
+        ):  # fmt: skip
+            latest[name] = column
         for p, version in zip(pair[chosen].tolist(), index[chosen].tolist(), strict=True):
             final_latest[p] = version
         partition = batch_no % PARTITIONS

@@ -143,29 +143,47 @@ class SinkService:
             log.info("sink stopped")
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetch and decode the next batch while PostgreSQL writes the current one (the sink's own work and the
+        database's then overlap on two cores); transactions stay one at a time, in order."""
         delay = BACKOFF_FIRST_S
-        while not self._stopping.is_set():
-            if self._pending:
-                if not await self._start_pending(consumer):
-                    metrics.SINK_RETRIES.inc()
-                    if not await self._sleep(delay):
-                        return
-                    delay = min(delay * 2, BACKOFF_MAX_S)
-                    continue
-                delay = BACKOFF_FIRST_S
-            fetched = await consumer.getmany(
-                timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.sink_batch_max_records
-            )
-            if time.monotonic() - self._progress.since >= PROGRESS_EVERY_S:
-                self._log_progress()
-            if not fetched:
-                continue
-            batch = self._build(fetched)
-            if not await self._write_until_done(batch):
-                return  # stopping while PostgreSQL fails: nothing acknowledged, Kafka keeps the batch
-            self._progress.add(batch)
-            self._update_lag(consumer, batch)
-            self._commit_later(consumer, batch.positions)
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while not self._stopping.is_set():
+                if self._pending:
+                    if writing is not None:  # positions are read after the transaction under way
+                        if not await writing:
+                            return
+                        writing = None
+                    if not await self._start_pending(consumer):
+                        metrics.SINK_RETRIES.inc()
+                        if not await self._sleep(delay):
+                            return
+                        delay = min(delay * 2, BACKOFF_MAX_S)
+                        continue
+                    delay = BACKOFF_FIRST_S
+                fetched = await consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.sink_batch_max_records
+                )
+                if time.monotonic() - self._progress.since >= PROGRESS_EVERY_S:
+                    self._log_progress()
+                batch = self._build(fetched) if fetched else None
+                if writing is not None:
+                    if not await writing:
+                        return  # stopping while PostgreSQL fails: nothing acknowledged, Kafka keeps the batch
+                    writing = None
+                if batch is not None:
+                    writing = asyncio.create_task(self._write(consumer, batch))
+        finally:
+            if writing is not None:
+                await writing  # SIGTERM: the transaction under way completes (a retry wait ends at once)
+
+    async def _write(self, consumer: AIOKafkaConsumer, batch: SinkBatch) -> bool:
+        if not await self._write_until_done(batch):
+            return False
+        self._progress.add(batch)
+        self._update_lag(consumer, batch)
+        self._commit_later(consumer, batch.positions)
+        return True
 
     # ---------------------------------------------------------------------------------------------- positions
 

@@ -9,18 +9,13 @@ must hold (highest version per window and latest value, alerts by the open → r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -35,7 +30,7 @@ from telemetrypulse.models import SENSOR_UNITS
 from telemetrypulse.sink.copy import encode_columns, encode_dims
 from telemetrypulse.sink.writer import LATEST_COPY, RAW_COPY, WINDOW_COPY, rows_payload
 from tests import support
-from tests.support import OUTPUT, ROOT, wait_for
+from tests.support import OUTPUT, wait_for
 
 pytestmark = pytest.mark.integration
 ASSIGNED = "INFO telemetrypulse.sink: assigned"  # the sink's own line, not aiokafka's
@@ -49,55 +44,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --------------------------------------------------------------------------------------------- the process
 
 
-class SinkProcess:
-    """`telemetrypulse sink` as a child process with its own log; stopped only by its pid."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start {self.starts} =====\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("telemetrypulse")), "sink"],
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.starts += 1
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        assert self.process is not None
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise
-        return self.process.returncode
-
-    def log_text(self, start: int | None = None) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text if start is None else text.split(f"===== start {start} =====")[-1]
-
-
 class Deployment:
     """A changes topic and a database of their own, and the sink processes started on them."""
 
@@ -108,7 +54,7 @@ class Deployment:
         self.app_id = f"tp-sink-{tag}"
         self.topic = f"{self.app_id}-changes"
         self.group = f"{self.app_id}-sink"
-        self.sinks: list[SinkProcess] = []
+        self.sinks: list[support.Sink] = []
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -125,8 +71,11 @@ class Deployment:
         env.update(extra)
         return env
 
-    def add_sink(self, **extra: str) -> SinkProcess:
-        sink = SinkProcess(self.env(**extra), OUTPUT / "logs" / f"{self.app_id}-sink-{len(self.sinks)}.log")
+    def add_sink(self, **extra: str) -> support.Sink:
+        index = len(self.sinks)
+        sink = support.Sink(
+            self.env(**extra), OUTPUT / "logs" / f"{self.app_id}-sink-{index}.log", f"sink-{index}"
+        )
         self.sinks.append(sink)
         return sink
 
@@ -171,9 +120,7 @@ class Deployment:
 
     def stop_all(self) -> None:
         for sink in self.sinks:
-            if sink.alive():
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    sink.terminate()
+            sink.stop()
 
 
 @pytest.fixture

@@ -21,3 +21,9 @@ ALTER TABLE telemetry_device_agg_15m ADD COLUMN IF NOT EXISTS sum_sq_value doubl
 ALTER TABLE telemetry_device_agg_5m SET (fillfactor = 80);
 ALTER TABLE telemetry_device_agg_15m SET (fillfactor = 80);
 ALTER TABLE telemetry_device_latest SET (fillfactor = 80);
+
+-- Raw rows are the sink's bulk: each index on telemetry_events costs PostgreSQL ~4.5 µs of CPU per row inserted
+-- (measured on this 2-core machine: 14.6 µs per raw row with all three, 10.1 without this one, 5.5 without
+-- either secondary index). No query reads raw readings by site and zone (zone-level reads use the window
+-- tables and their roll-up views); per-device reads keep telemetry_events_device_ts.
+DROP INDEX IF EXISTS telemetry_events_site_zone_ts;

@@ -675,7 +675,7 @@ async def test_binary_copy_of_identifiers_stores_what_asyncpg_stores(migrated_da
         await conn.close()
 
 
-async def test_migration_adds_positions_and_sums_of_squares(migrated_database):
+async def test_migration_0003_positions_sums_of_squares_and_cheaper_writes(migrated_database):
     conn = await asyncpg.connect(migrated_database)
     try:
         for table in ("telemetry_device_agg_5m", "telemetry_device_agg_15m"):
@@ -686,6 +686,11 @@ async def test_migration_adds_positions_and_sums_of_squares(migrated_database):
             )
             assert default == "0"
         assert await conn.fetchval("SELECT to_regclass('sink_offsets')::text") == "sink_offsets"
+        assert await conn.fetchval("SELECT to_regclass('telemetry_events_site_zone_ts')") is None
+        assert await conn.fetchval("SELECT to_regclass('telemetry_events_device_ts')::text") is not None
+        for table in ("telemetry_device_agg_5m", "telemetry_device_agg_15m", "telemetry_device_latest"):
+            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = $1", table)
+            assert options == ["fillfactor=80"], table
         assert await db.migrate(migrated_database) == []
     finally:
         await conn.close()

@@ -135,9 +135,8 @@ class SinkService:
             if self._committer is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._committer, COMMIT_TIMEOUT_S)
-            await (
-                consumer.stop()
-            )  # leaves the group: the partitions move at once, not after a session timeout
+            # Leaves the group: the partitions move to the other sinks at once, not after a session timeout.
+            await consumer.stop()
             await self.writer.close()
             self._log_progress()
             log.info("sink stopped")

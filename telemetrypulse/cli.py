@@ -1,4 +1,4 @@
-"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `devstack`."""
+"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `sink`, `devstack`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args[1:])
         if command == "migrate":
             return _migrate(args[1:])
+        if command == "sink":
+            from telemetrypulse.sink.service import main as sink
+
+            return sink(args[1:])
         if command == "devstack":
             from telemetrypulse.devstack import main as devstack
 

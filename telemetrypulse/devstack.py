@@ -793,8 +793,18 @@ def _bin(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+def system_commands() -> dict[str, list[str]]:
+    """What `make run` starts, in this order (and signals in the reverse order)."""
+    return {
+        "worker": [_bin("faust"), "-A", "telemetrypulse.app", "worker", "-l", "info"],
+        "sink": [_bin("telemetrypulse"), "sink"],
+        "api": [_bin("telemetrypulse"), "api"],
+        "simulator": [_bin("telemetrypulse"), "simulate"],
+    }
+
+
 def run_system(s: Devstack) -> int:
-    """`make run`: the stack, migrations, then worker + API + simulator until Ctrl-C or one of them exits."""
+    """`make run`: the stack, migrations, then worker + sink + API + simulator until Ctrl-C or one of them exits."""
     started = s.up()
     children: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
@@ -806,12 +816,7 @@ def run_system(s: Devstack) -> int:
     code = 0
     try:
         subprocess.run([_bin("telemetrypulse"), "migrate"], cwd=s.root, check=True)
-        commands = {
-            "worker": [_bin("faust"), "-A", "telemetrypulse.app", "worker", "-l", "info"],
-            "api": [_bin("telemetrypulse"), "api"],
-            "simulator": [_bin("telemetrypulse"), "simulate"],
-        }
-        for name, cmd in commands.items():
+        for name, cmd in system_commands().items():
             # Own sessions: the terminal's Ctrl-C reaches only us; we stop the children in order, gracefully.
             child = subprocess.Popen(
                 cmd, cwd=s.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -881,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("up", help="start (or reuse) Kafka and PostgreSQL, write .devstack/env")
     sub.add_parser("down", help="stop what `up` recorded")
     sub.add_parser("status", help="show what runs; exit 0 when all is up")
-    sub.add_parser("run", help="`make run`: stack + migrate + worker, API, simulator until Ctrl-C")
+    sub.add_parser("run", help="`make run`: stack + migrate + worker, sink, API, simulator until Ctrl-C")
     w = sub.add_parser("with-stack", help="run a command with the stack up, then stop what this started")
     w.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics)."""
+"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics) and of the sink process
+(`telemetrypulse sink`, on SINK_WEB_PORT)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -20,7 +21,16 @@ SINK_ROWS = Counter("telemetrypulse_sink_rows_total", "Rows sent to PostgreSQL b
 SINK_BATCH_SECONDS = Histogram(
     "telemetrypulse_sink_batch_seconds", "Time to write one sink batch to PostgreSQL"
 )
-SINK_RETRIES = Counter("telemetrypulse_sink_retries_total", "Sink batches retried after a PostgreSQL error")
+SINK_RETRIES = Counter(
+    "telemetrypulse_sink_retries_total", "Sink writes (and position reads) retried after a PostgreSQL error"
+)
+SINK_RECORDS = Counter(
+    "telemetrypulse_sink_records_total", "Change records written to PostgreSQL by the sink"
+)
+SINK_UNDECODABLE = Counter(
+    "telemetrypulse_sink_undecodable_records_total",
+    "Change records the sink could not decode or check (skipped)",
+)
 CONSUMER_LAG = Gauge(
     "telemetrypulse_consumer_lag", "Messages between the committed offset and the end", ["topic", "partition"]
 )

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # replays at most this much of the events topic into the state.
     snapshot_interval_s: float = Field(10.0, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The PostgreSQL sink process (`telemetrypulse sink`).
+    sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
+    sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -124,6 +127,15 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise SettingsError("DATABASE_URL: not set (run `make up`, or set it to postgresql://…)")
         return self.database_url.get_secret_value()
+
+    @property
+    def topic_changes(self) -> str:
+        """The worker's change records for the sink (internal: named by APP_ID)."""
+        return f"{self.app_id}-changes"
+
+    @property
+    def sink_group(self) -> str:
+        return f"{self.app_id}-sink"
 
     @property
     def uses_tls(self) -> bool:

@@ -174,14 +174,23 @@ class Worker:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
+    def command(self) -> list[str]:
+        return [
+            str(Path(sys.executable).with_name("faust")),
+            "-A",
+            "telemetrypulse.app",
+            "worker",
+            "-l",
+            "info",
+        ]
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         log.write(f"\n===== start {self.starts} =====\n".encode())
         log.flush()
-        faust_bin = str(Path(sys.executable).with_name("faust"))
         self.process = subprocess.Popen(
-            [faust_bin, "-A", "telemetrypulse.app", "worker", "-l", "info"],
+            self.command(),
             env=self.env,
             cwd=ROOT,
             stdout=log,
@@ -219,8 +228,22 @@ class Worker:
             os.kill(self.pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log_text(self, start: int | None = None) -> str:
+        """The whole log, or only what the given start (0, 1, …) wrote."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text if start is None else text.split(f"===== start {start} =====")[-1]
+
+
+class Sink(Worker):
+    """`telemetrypulse sink` (the PostgreSQL sink process) as a child process, with its own log file."""
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("telemetrypulse")), "sink"]
+
+    def terminate(self, timeout: float = 30) -> int | None:
+        """SIGTERM, wait (SIGKILL after `timeout`); the exit code."""
+        self.stop(timeout)
+        return self.process.returncode if self.process is not None else None
 
 
 async def wait_for(predicate: Callable, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):
@@ -254,6 +277,7 @@ class Pipeline:
         self.topic_dlq = f"test-{tag}.dlq"
         self.grace_s = grace_s
         self.workers: list[Worker] = []
+        self.sinks: list[Sink] = []
 
     @property
     def topics(self) -> list[str]:
@@ -294,6 +318,17 @@ class Pipeline:
         self.workers.append(worker)
         return worker
 
+    def add_sink(self, **extra: str) -> Sink:
+        """A `telemetrypulse sink` process of this deployment (group `<APP_ID>-sink`); start it yourself."""
+        index = len(self.sinks)
+        sink = Sink(
+            self.env(index, SINK_WEB_PORT="0", **extra),
+            OUTPUT / "logs" / f"{self.app_id}-sink-{index}.log",
+            f"sink-{index}",
+        )
+        self.sinks.append(sink)
+        return sink
+
     async def wait_processing(self, worker: Worker, timeout_s: float = 90) -> None:
         """Ready = Faust says so in its log (recovery done, agents started)."""
 
@@ -308,8 +343,8 @@ class Pipeline:
         await produce(self.bootstrap, self.topic_events, messages)
 
     def stop_all(self) -> None:
-        for worker in self.workers:
-            worker.stop()
+        for process in [*self.workers, *self.sinks]:
+            process.stop()
 
     async def db_snapshot(self) -> dict:
         conn = await asyncpg.connect(self.dsn)

@@ -51,6 +51,7 @@ SECRETS = {
     "API_KEY",
 }
 WORKER = ["faust", "-A", "telemetrypulse.app", "worker", "-l", "info"]
+SINK = ["telemetrypulse", "sink"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_settings_know_every_spec_variable():
 
 def test_compose_has_the_whole_system(compose):
     services = compose["services"]
-    assert set(services) == {"redpanda", "console", "postgres", "worker", "api", "simulator"}
+    assert set(services) == {"redpanda", "console", "postgres", "worker", "sink", "api", "simulator"}
     assert "redpanda" in services["redpanda"]["image"] and "console" in services["console"]["image"]
     assert services["postgres"]["image"] == "postgres:15"
     for name in ("redpanda", "postgres"):
@@ -83,7 +84,7 @@ def test_compose_has_the_whole_system(compose):
             str(v).endswith(("/var/lib/redpanda/data", "/var/lib/postgresql/data"))
             for v in services[name]["volumes"]
         )
-    for name in ("worker", "api", "simulator"):
+    for name in ("worker", "sink", "api", "simulator"):
         depends = services[name]["depends_on"]
         assert depends["redpanda"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
     assert services["console"]["environment"]["KAFKA_BROKERS"] == "redpanda:9092"
@@ -92,10 +93,11 @@ def test_compose_has_the_whole_system(compose):
 def test_compose_app_services_run_the_spec_commands_with_known_variables(compose):
     services = compose["services"]
     assert services["worker"]["command"] == WORKER
+    assert services["sink"]["command"] == SINK
     assert services["api"]["command"][:2] == ["telemetrypulse", "api"]
     assert "0.0.0.0" in services["api"]["command"] and "8000:8000" in services["api"]["ports"]
     assert services["simulator"]["command"] == ["telemetrypulse", "simulate"]
-    for name in ("worker", "api", "simulator"):
+    for name in ("worker", "sink", "api", "simulator"):
         env = services[name]["environment"]
         assert set(env) <= SETTINGS_VARIABLES, set(env) - SETTINGS_VARIABLES
         assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "APP_ID"} <= set(env)
@@ -124,21 +126,24 @@ def test_compose_worker_state_is_on_a_volume(compose):
 
 def test_procfile(compose):
     processes = procfile()
-    assert set(processes) == {"web", "worker", "simulator"}
+    assert set(processes) == {"web", "worker", "sink", "simulator"}
     web = shlex.split(processes["web"])
     assert web[:2] == ["telemetrypulse", "api"] and "$PORT" in web and "0.0.0.0" in web
     assert shlex.split(processes["worker"]) == WORKER
+    assert shlex.split(processes["sink"]) == SINK
     assert shlex.split(processes["simulator"]) == ["telemetrypulse", "simulate"]
 
 
 def test_render_blueprint(render):
     services = {s["name"]: s for s in render["services"]}
-    assert sorted(s["type"] for s in services.values()) == ["web", "worker", "worker"]
+    assert sorted(s["type"] for s in services.values()) == ["web", "worker", "worker", "worker"]
     web = next(s for s in services.values() if s["type"] == "web")
     assert shlex.split(web["startCommand"]) == shlex.split(procfile()["web"])
     assert web["healthCheckPath"] == "/health/live"
     starts = {shlex.join(shlex.split(s["startCommand"])) for s in services.values()}
-    assert {shlex.join(WORKER), "telemetrypulse simulate"} <= starts
+    assert {shlex.join(WORKER), shlex.join(SINK), "telemetrypulse simulate"} <= starts
+    sink = next(s for s in services.values() if shlex.split(s["startCommand"]) == SINK)
+    assert {e.get("key") for e in sink["envVars"]} >= {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
     group_keys = {e["key"] for g in render["envVarGroups"] for e in g["envVars"]}
     assert group_keys - {"PYTHON_VERSION"} <= SETTINGS_VARIABLES
     databases = {d["name"] for d in render["databases"]}
@@ -184,3 +189,19 @@ def test_commands_exist():
         cwd=ROOT,
     )
     assert usage.returncode == 0 and "--host" in usage.stdout and "--port" in usage.stdout
+    sink = subprocess.run(
+        [sys.executable, "-m", "telemetrypulse.cli", "sink", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert sink.returncode == 0 and "telemetrypulse sink" in sink.stdout
+
+
+def test_make_run_supervises_the_sink():
+    """`make run` starts the sink beside the worker, the API and the simulator (and stops it by pid)."""
+    from telemetrypulse.devstack import system_commands
+
+    commands = system_commands()
+    assert list(commands) == ["worker", "sink", "api", "simulator"]
+    assert Path(commands["sink"][0]).name == "telemetrypulse" and commands["sink"][1:] == ["sink"]

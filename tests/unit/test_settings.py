@@ -91,6 +91,8 @@ def test_defaults_match_the_spec():
         ({"APP_ID": "my app"}, "APP_ID"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({"WORKER_WEB_PORT": "-5"}, "WORKER_WEB_PORT"),
+        ({"SINK_WEB_PORT": "70000"}, "SINK_WEB_PORT"),
+        ({"SINK_BATCH_MAX_RECORDS": "0"}, "SINK_BATCH_MAX_RECORDS"),
     ],
 )
 def test_each_bad_setting_fails_with_one_line_naming_it(monkeypatch, env, named):

@@ -283,8 +283,7 @@ class Pipeline:
     def topics(self) -> list[str]:
         internal = [
             f"{self.app_id}-changes",
-            f"{self.app_id}-device-state-changelog",
-            f"{self.app_id}-partition-fence-changelog",
+            f"{self.app_id}-partition-state-changelog",
         ]
         return [self.topic_events, self.topic_alerts, self.topic_dlq, *internal]
 
@@ -311,6 +310,10 @@ class Pipeline:
         return env
 
     def add_worker(self, **extra: str) -> Worker:
+        """A stream worker of this deployment; start it yourself. The first one also starts the deployment's
+        PostgreSQL sink (`sinks[0]`, a process of its own), as every deployment runs one."""
+        if not self.sinks:
+            self.add_sink().start()
         index = len(self.workers)
         worker = Worker(
             self.env(index, **extra), OUTPUT / "logs" / f"{self.app_id}-worker-{index}.log", f"worker-{index}"

@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from telemetrypulse.state import record_fence
 from tests import support
 from tests.integration.test_pipeline_exact import assert_matches_model, support_us
 from tests.pipeline_model import Dataset, Expected, Message, expected_outcome
@@ -400,19 +401,26 @@ class FaultRun:
         return f"missing raw rows by source partition: {ranges or 'none'}"
 
     async def caught_up(self, timeout_s: float = 60) -> None:
-        """V5: committed offsets of the events topic (process agent) and the changes topic (sink) reach the
-        end offsets."""
+        """V5: committed offsets of the events topic (the worker's group) and of the changes topic (the sink's
+        group, which commits to Kafka after each PostgreSQL transaction) reach the end offsets."""
         changes = f"{self.pipe.app_id}-changes"
         last = None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 behind = {}
-                for topic in (self.pipe.topic_events, changes):
-                    committed, ends = await self.offsets.read(topic, self.pipe.partitions)
-                    behind.update(
-                        {(topic, p): ends[p] - committed[p] for p in ends if committed[p] < ends[p]}
-                    )
+                committed, ends = await self.offsets.read(self.pipe.topic_events, self.pipe.partitions)
+                behind.update({("events", p): ends[p] - committed[p] for p in ends if committed[p] < ends[p]})
+                # The sink's positions are the ones it keeps in PostgreSQL, with its writes.
+                _, ends = await self.offsets.read(changes, self.pipe.partitions)
+                positions = await self.sink_positions()
+                behind.update(
+                    {
+                        ("changes", p): ends[p] - positions.get(p, 0)
+                        for p in ends
+                        if positions.get(p, 0) < ends[p]
+                    }
+                )
                 if not behind:
                     return
                 last = behind
@@ -420,6 +428,17 @@ class FaultRun:
                 last = f"{type(e).__name__}: {e}"
             await asyncio.sleep(1.0)
         raise AssertionError(f"V5: committed offsets not at the end offsets after {timeout_s}s: {last}")
+
+    async def sink_positions(self) -> dict[int, int]:
+        conn = await asyncpg.connect(self.pipe.dsn, timeout=3)
+        try:
+            rows = await conn.fetch(
+                "SELECT partition, next_offset FROM sink_offsets WHERE topic = $1",
+                f"{self.pipe.app_id}-changes",
+            )
+        finally:
+            await conn.close()
+        return {r["partition"]: r["next_offset"] for r in rows}
 
     async def verify(self) -> dict:
         """V1–V5 once the stream is idle (each message produced once); returns what was observed."""
@@ -518,14 +537,14 @@ async def changelog_regressions(bootstrap: str, app_id: str) -> dict:
     """Device-state changelog records whose fence is LOWER than an earlier record of the same key (what a
     zombie writes after the new owner moved on), and the keys whose last record is such a one: a restore from
     the changelog — or a compacted changelog — brings stale state back for those."""
-    topic = f"{app_id}-device-state-changelog"
+    topic = f"{app_id}-partition-state-changelog"
     best: dict[bytes, int] = {}
     last: dict[bytes, int] = {}
     regressions = 0
     for record in await support.read_topic(bootstrap, topic, timeout_s=10):
         if record.value is None:
             continue
-        fence = orjson.loads(record.value)["o"]
+        fence = record_fence(record.value)
         if fence < best.get(record.key, -1):
             regressions += 1
         best[record.key] = max(best.get(record.key, -1), fence)
@@ -557,19 +576,21 @@ def _log_table_rows(block: str) -> list[list[str]]:
 
 
 def recovery_reads(log_text: str) -> list[dict[int, tuple[int, int]]]:
-    """Per Faust recovery in a worker log: device-state changelog partition -> (highwater, start offset) of
+    """Per Faust recovery in a worker log: partition-state changelog partition -> (highwater, start offset) of
     its ACTIVE partitions. -1 as start means read from the beginning; a standby copy starts near the highwater."""
     result = []
     for block in log_text.split("Highwater for active changelog partitions:")[1:]:
         highs = {
-            int(r[1]): int(r[2]) for r in _log_table_rows(block) if r[0].endswith("-device-state-changelog")
+            int(r[1]): int(r[2])
+            for r in _log_table_rows(block)
+            if r[0].endswith("-partition-state-changelog")
         }
         starts_block = block.split("active offsets at start of reading:", 1)
         starts = (
             {
                 int(r[1]): int(r[2])
                 for r in _log_table_rows(starts_block[1])
-                if r[0].endswith("-device-state-changelog")
+                if r[0].endswith("-partition-state-changelog")
             }
             if len(starts_block) == 2
             else {}

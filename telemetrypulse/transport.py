@@ -77,7 +77,8 @@ class PipelineConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 consumer.seek(tp, replay)
                 lines.append(f"{tp.topic}[{tp.partition}] at {replay} to replay state (committed {offset})")
             elif not offset:
-                await consumer.seek_to_beginning(tp)
+                # To the log start read above: aiokafka's seek_to_beginning waits for its fetcher to reset (seconds).
+                consumer.seek(tp, beginnings.get(tp, 0))
                 lines.append(
                     f"{tp.topic}[{tp.partition}] no committed offset: from the beginning ({beginnings.get(tp, 0)})"
                 )

@@ -310,10 +310,10 @@ class Pipeline:
         return env
 
     def add_worker(self, **extra: str) -> Worker:
-        """A stream worker of this deployment; start it yourself. The first one also starts the deployment's
-        PostgreSQL sink (`sinks[0]`, a process of its own), as every deployment runs one."""
-        if not self.sinks:
-            self.add_sink().start()
+        """A stream worker of this deployment; start it yourself. Starts the deployment's PostgreSQL sink (`sinks[0]`,
+        a process of its own) when none is running, as every deployment runs one."""
+        if not any(sink.alive() for sink in self.sinks):
+            (self.sinks[0] if self.sinks else self.add_sink()).start()
         index = len(self.workers)
         worker = Worker(
             self.env(index, **extra), OUTPUT / "logs" / f"{self.app_id}-worker-{index}.log", f"worker-{index}"

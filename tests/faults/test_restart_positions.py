@@ -36,7 +36,7 @@ def with_holds(*holds: str) -> dict[str, str]:
 
 
 async def changelog_records(pipe: support.Pipeline) -> int:
-    ends = await support.end_offsets(pipe.bootstrap, f"{pipe.app_id}-device-state-changelog")
+    ends = await support.end_offsets(pipe.bootstrap, f"{pipe.app_id}-partition-state-changelog")
     return sum(ends.values())
 
 

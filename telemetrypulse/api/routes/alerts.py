@@ -37,7 +37,7 @@ from telemetrypulse.api.deps import (
     ZoneIdQuery,
 )
 from telemetrypulse.api.errors import InvalidParameter, NotFound
-from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS
+from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
 from telemetrypulse.api.schemas import (
     AcknowledgeIn,
     Alert,
@@ -51,7 +51,7 @@ from telemetrypulse.models import from_us, iso_utc, now_us, to_us
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=READ_ERRORS)
 READ = {"dependencies": [READ_ACCESS], "responses": auth_errors(Scope.read)}
-OPERATE_ERRORS = {**auth_errors(Scope.operate), **NOT_FOUND}
+OPERATE_ERRORS = {**auth_errors(Scope.operate), **NOT_FOUND, **BAD_BODY}
 
 AlertIdPath = Annotated[
     UUID, Path(description="The alert's id (SPEC §5)", examples=["4b1e6f53-3c1d-5c8e-9a57-0d6f0f3b7f21"])

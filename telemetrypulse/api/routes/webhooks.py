@@ -18,7 +18,7 @@ from telemetrypulse.api.auth import AdminKey, auth_errors
 from telemetrypulse.api.database import WhereClause
 from telemetrypulse.api.deps import LimitQuery, ReaderDep, StateDep
 from telemetrypulse.api.errors import InvalidParameter, NotFound
-from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS
+from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
 from telemetrypulse.api.schemas import (
     AlertStatus,
     DeliveryState,
@@ -46,7 +46,7 @@ NamePath = Annotated[
     str,
     Path(
         pattern=RECEIVER_NAME_PATTERN,
-        description="The receiver's name (1-64 chars of [A-Za-z0-9._-])",
+        description="The receiver's name (1-64 chars of [A-Za-z0-9._-]; `deliveries` is reserved)",
         examples=["ops-pager"],
     ),
 ]
@@ -112,7 +112,7 @@ async def get_webhook(name: NamePath, reader: ReaderDep, _key: AdminKey) -> Webh
     "/{name}",
     response_model=Webhook,
     summary="Create or replace a webhook receiver",
-    responses={201: {"model": Webhook, "description": "Created"}},
+    responses={201: {"model": Webhook, "description": "Created"}, **BAD_BODY},
 )
 async def put_webhook(
     name: NamePath, body: WebhookIn, response: Response, state: StateDep, _key: AdminKey

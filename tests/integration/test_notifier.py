@@ -257,3 +257,117 @@ async def test_a_hanging_receiver_does_not_delay_another_and_order_holds(pipelin
         await fast.stop()
         await hanging.stop()
         write_figures("hanging", figures)
+
+
+async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(pipeline):
+    from tests.api.conftest import api_settings, app_client
+
+    admin = {"X-API-Key": "adm-filters-61b0e2"}
+    site_rx = await WebhookReceiver(SECRET.encode(), "site").start()
+    critical_rx = await WebhookReceiver(SECRET.encode(), "critical").start()
+    dead = f"http://127.0.0.1:{support.free_port()}/nobody-listens"
+    notifier = pipeline.add_notifier(
+        WEBHOOK_URLS=dead, WEBHOOK_SECRET=SECRET, WEBHOOK_POLL_S="1", WEBHOOK_MAX_AGE_S="4"
+    )
+    settings = api_settings(
+        {"KAFKA_BOOTSTRAP_SERVERS": pipeline.bootstrap},
+        pipeline.dsn,
+        api_keys=f"root:{admin['X-API-Key']}:admin",
+    )
+    try:
+        notifier.start()
+        await support.wait_notifier_ready(notifier)
+        async with app_client(settings) as api:
+            api.headers.update(admin)
+            assert (
+                await api.put("/webhooks/site-1", json={"url": site_rx.url, "site_id": "site-1"})
+            ).status_code == 201
+            put = await api.put("/webhooks/crit", json={"url": critical_rx.url, "min_severity": "critical"})
+            assert put.status_code == 201
+            await support.wait_for(
+                lambda: (
+                    "receiver crit added" in notifier.current_log()
+                    and "receiver site-1 added" in notifier.current_log()
+                ),
+                15,
+                what="the notifier to pick both webhooks up",
+            )
+            messages, expected_site, expected_critical = [], set(), set()
+            for i, (site, severity) in enumerate(
+                [
+                    ("site-1", "warning"),
+                    ("site-2", "critical"),
+                    ("site-1", "critical"),
+                    ("site-2", "info"),
+                    ("site-1", None),
+                ]
+            ):
+                body = {
+                    "alert_id": str(uuid.uuid4()),
+                    "status": "open",
+                    "site_id": site,
+                    "device_id": f"d{i}",
+                }
+                if severity:
+                    body["severity"] = severity
+                messages.append((f"d{i}".encode(), orjson.dumps(body)))
+                delivery = f"{body['alert_id']}:open"
+                if site == "site-1":
+                    expected_site.add(delivery)
+                if severity == "critical":
+                    expected_critical.add(delivery)
+            await support.produce(pipeline.bootstrap, pipeline.topic_alerts, messages)
+            await support.wait_for(
+                lambda: site_rx.delivered() == expected_site and critical_rx.delivered() == expected_critical,
+                20,
+                what="each receiver's alerts",
+            )
+
+            # The dead receiver's deliveries are given up after WEBHOOK_MAX_AGE_S, and then left alone.
+            async def expired() -> list[dict]:
+                page = await api.get("/webhooks/deliveries", params={"state": "expired"})
+                return page.json()["items"]
+
+            gone = await support.wait_for(lambda: _all(expired, len(messages)), 30, what="expiry")
+            assert all(d["receiver"].startswith("env-") for d in gone)
+            # An unreachable receiver is probed with its oldest delivery, not hammered with each of them.
+            assert sum(d["attempts"] for d in gone) >= 2
+            pending = (await api.get("/webhooks/deliveries", params={"state": "pending"})).json()["items"]
+            assert pending == []
+            attempts_then = {d["delivery_id"]: d["attempts"] for d in gone}
+
+            # Removed over the API: the notifier stops creating deliveries for it.
+            assert (await api.delete("/webhooks/site-1")).status_code == 204
+            await support.wait_for(
+                lambda: "receiver site-1 removed" in notifier.current_log(), 15, what="the removal to arrive"
+            )
+            late = {"alert_id": str(uuid.uuid4()), "status": "open", "site_id": "site-1", "device_id": "d9"}
+            await support.produce(pipeline.bootstrap, pipeline.topic_alerts, [(b"d9", orjson.dumps(late))])
+            await support.wait_for(
+                lambda: _expired_count(api, len(messages) + 1),
+                30,
+                what="the new alert's env delivery to expire",
+            )
+            await asyncio.sleep(2)
+            assert site_rx.delivered() == expected_site  # nothing for the removed receiver
+            now_expired = {d["delivery_id"]: d["attempts"] for d in await expired()}
+            # Given up means given up: no attempt on an expired delivery since.
+            assert {d: now_expired[d] for d in attempts_then} == attempts_then
+            assert {d["receiver"] for d in await expired()} == {gone[0]["receiver"]}
+        for receiver in (site_rx, critical_rx):
+            assert_well_formed(receiver)
+            assert receiver.repeats() == {}
+    finally:
+        await stop(notifier)
+        await site_rx.stop()
+        await critical_rx.stop()
+
+
+async def _all(fetch, count: int):
+    items = await fetch()
+    return items if len(items) == count else None
+
+
+async def _expired_count(api, count: int) -> bool:
+    page = await api.get("/webhooks/deliveries", params={"state": "expired"})
+    return len(page.json()["items"]) == count

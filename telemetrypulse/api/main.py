@@ -36,6 +36,10 @@ alerts (paged and live as server-sent events), device drill-down, and ingestion 
 
 All times are ISO-8601 UTC (`Z`). Query times must carry an offset. Errors are
 `{"error": code, "detail": message, "errors": [...]}`; 503 means PostgreSQL or Kafka is unreachable.
+
+Access: scoped keys in `X-API-Key` (`API_KEYS`: read, ingest, operate, admin; admin implies all). Reads and
+ingest are open until some key has that scope; acknowledging and notes need `operate`, webhooks `admin`.
+Missing or unknown key → 401, a key without the scope → 403.
 """
 
 TAGS = [

@@ -398,11 +398,15 @@ OperatorName = Annotated[
 ]
 
 
-class AcknowledgeIn(BaseModel):
+class OperatorInput(BaseModel):
+    """A request body an operator writes: unknown fields are refused, surrounding spaces dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AcknowledgeIn(OperatorInput):
     model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        json_schema_extra={"examples": [{"by": "alice", "note": "window opened, watching it"}]},
+        json_schema_extra={"examples": [{"by": "alice", "note": "window opened, watching it"}]}
     )
 
     by: OperatorName
@@ -411,11 +415,9 @@ class AcknowledgeIn(BaseModel):
     )
 
 
-class NoteIn(BaseModel):
+class NoteIn(OperatorInput):
     model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
-        json_schema_extra={"examples": [{"by": "bob", "text": "facility team is on it"}]},
+        json_schema_extra={"examples": [{"by": "bob", "text": "facility team is on it"}]}
     )
 
     by: OperatorName
@@ -459,10 +461,8 @@ class AlertDetail(Alert):
 # ---------------------------------------------------------------- webhooks
 
 
-class WebhookIn(BaseModel):
+class WebhookIn(OperatorInput):
     model_config = ConfigDict(
-        extra="forbid",
-        str_strip_whitespace=True,
         json_schema_extra={
             "examples": [
                 {

@@ -10,18 +10,9 @@ import pytest
 
 from telemetrypulse.access import KeyRing, Scope, parse_api_keys
 from telemetrypulse.exceptions import SettingsError
-from telemetrypulse.settings import Settings, get_settings
+from telemetrypulse.settings import get_settings
 from tests.support import ROOT
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+from tests.unit.test_settings import clean_env  # noqa: F401 - autouse: no variable of the checkout leaks in
 
 
 def test_parse_names_secrets_and_scopes():

@@ -193,8 +193,9 @@ class ReceiverSender:
             status_code, error = None, f"{type(e).__name__}: {text}"[:500]
         duration_ms = (time.perf_counter() - started) * 1000
 
+        if status_code is not None:
+            self._unreachable = 0  # it answered: reachable, whatever it said
         if status_code is not None and 200 <= status_code < 300:
-            self._unreachable = 0
             latency = await self._record(
                 lambda: self.outbox.record_success(attempt_id, delivery, status_code, duration_ms)
             )

@@ -104,14 +104,12 @@ class Notifier:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
+        # Until the loops run, a signal simply ends the process: nothing is in flight yet.
         await db.wait_for_database(self.dsn)
         applied = await db.migrate(self.dsn)
         if applied:
             log.info("applied migrations %s", applied)
-        await ensure_topics(self.settings, [self.topic], self.settings.topic_partitions)
+        await self._ensure_topic()
         pool = await db.create_pool(self.dsn, min_size=1, max_size=4)
         self.outbox = Outbox(pool)
         self._serve_metrics()
@@ -136,6 +134,9 @@ class Notifier:
                 len(self.receivers),
                 self.settings.webhook_max_age_s,
             )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
             loops = [
                 asyncio.create_task(self._consume_loop(consumer), name="notifier-consume"),
                 asyncio.create_task(self._control_loop(), name="notifier-control"),
@@ -160,6 +161,18 @@ class Notifier:
             await pool.close()
         log.info("notifier stopped")
         return 0
+
+    async def _ensure_topic(self) -> None:
+        """The alerts topic (the worker creates it too); a broker that is still starting is waited for."""
+        delay = 1.0
+        while True:
+            try:
+                await ensure_topics(self.settings, [self.topic], self.settings.topic_partitions)
+                return
+            except (KafkaError, OSError, TimeoutError) as e:
+                log.warning("Kafka not reachable yet (%s: %s); retrying in %.0fs", type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _serve_metrics(self) -> None:
         port = self.settings.notifier_web_port

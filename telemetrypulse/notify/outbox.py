@@ -68,24 +68,28 @@ BEGIN_ATTEMPT = """
 INSERT INTO webhook_attempts (receiver, delivery_id, attempt) VALUES ($1, $2, $3) RETURNING attempt_id
 """
 
-FINISH_ATTEMPT = """
-UPDATE webhook_attempts SET finished_at = clock_timestamp(), status_code = $2, error = $3, duration_ms = $4
-WHERE attempt_id = $1
-"""
-
+# An outcome is one statement (one round trip, atomic): the attempt closed and its delivery updated.
 # `state = 'pending'` makes recording idempotent and keeps a delivered row delivered.
 RECORD_SUCCESS = """
+WITH attempt AS (
+    UPDATE webhook_attempts SET finished_at = clock_timestamp(), status_code = $4, duration_ms = $5
+    WHERE attempt_id = $3
+)
 UPDATE webhook_deliveries
-SET state = 'delivered', attempts = attempts + 1, last_attempt_at = now(), last_status_code = $3,
+SET state = 'delivered', attempts = attempts + 1, last_attempt_at = now(), last_status_code = $4,
     last_error = NULL, delivered_at = now()
 WHERE receiver = $1 AND delivery_id = $2 AND state = 'pending'
 RETURNING extract(epoch FROM now() - created_at) AS latency_s
 """
 
 RECORD_FAILURE = """
+WITH attempt AS (
+    UPDATE webhook_attempts SET finished_at = clock_timestamp(), status_code = $4, error = $5, duration_ms = $6
+    WHERE attempt_id = $3
+)
 UPDATE webhook_deliveries
-SET attempts = attempts + 1, last_attempt_at = now(), last_status_code = $3, last_error = $4,
-    next_attempt_at = now() + make_interval(secs => $5)
+SET attempts = attempts + 1, last_attempt_at = now(), last_status_code = $4, last_error = $5,
+    next_attempt_at = now() + make_interval(secs => $7)
 WHERE receiver = $1 AND delivery_id = $2 AND state = 'pending'
 """
 
@@ -188,14 +192,16 @@ class Outbox:
         self, attempt_id: int, delivery: Delivery, status_code: int, duration_ms: float
     ) -> float | None:
         """Returns the delivery's latency from creation to this 2xx (None if it was already recorded)."""
-        try:
-            async with self.pool.acquire(timeout=10) as conn, conn.transaction():
-                await conn.execute(FINISH_ATTEMPT, attempt_id, status_code, None, duration_ms, timeout=30)
-                latency = await conn.fetchval(
-                    RECORD_SUCCESS, delivery.receiver, delivery.delivery_id, status_code, timeout=30
-                )
-        except DB_ERRORS as e:
-            raise OutboxError(f"recording a delivery: {type(e).__name__}: {e}") from e
+        latency = await self._run(
+            "fetchval",
+            RECORD_SUCCESS,
+            delivery.receiver,
+            delivery.delivery_id,
+            attempt_id,
+            status_code,
+            duration_ms,
+            what="recording a delivery",
+        )
         return None if latency is None else float(latency)
 
     async def record_failure(
@@ -207,20 +213,18 @@ class Outbox:
         duration_ms: float,
         retry_in_s: float,
     ) -> None:
-        try:
-            async with self.pool.acquire(timeout=10) as conn, conn.transaction():
-                await conn.execute(FINISH_ATTEMPT, attempt_id, status_code, error, duration_ms, timeout=30)
-                await conn.execute(
-                    RECORD_FAILURE,
-                    delivery.receiver,
-                    delivery.delivery_id,
-                    status_code,
-                    error,
-                    float(retry_in_s),
-                    timeout=30,
-                )
-        except DB_ERRORS as e:
-            raise OutboxError(f"recording a failed attempt: {type(e).__name__}: {e}") from e
+        await self._run(
+            "execute",
+            RECORD_FAILURE,
+            delivery.receiver,
+            delivery.delivery_id,
+            attempt_id,
+            status_code,
+            error,
+            duration_ms,
+            float(retry_in_s),
+            what="recording a failed attempt",
+        )
 
     async def recover_interrupted(self) -> list[tuple[str, str]]:
         rows = await self._run("fetch", RECOVER_INTERRUPTED, what="closing interrupted attempts")

@@ -5,6 +5,9 @@ Each receiver has its own task and its own HTTP connection pool, and every reque
 reached at all (connection refused, no answer in time) the task pauses that receiver, with backoff,
 instead of trying each of its pending deliveries against it in turn; an HTTP error answer is per
 delivery (the receiver is up; maybe only that payload is refused), so the round goes on with the next.
+
+Up to `IN_FLIGHT` deliveries of one receiver are sent at once, started in creation order. That never
+reorders an alert: its resolve is not even due while its open is pending (outbox.DUE).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
@@ -27,12 +31,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BATCH = 50
+IN_FLIGHT = 4
 DB_PAUSE_S = 2.0
 # While stopping, how long a finished attempt's outcome is retried into a failing database before the
 # attempt is left open (it then counts as in flight: the next notifier may send it again).
 RECORD_GRACE_S = 10.0
 USER_AGENT = "TelemetryPulse-Notifier/0.1"
 ERROR_SNIPPET = 200
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt says about the receiver (a delivery's own outcome is in the outbox)."""
+
+    unreachable: bool = False  # no HTTP answer at all: connection refused, reset, or past the deadline
+    slow_down_s: float | None = None  # pause the receiver (429/503 with their Retry-After, or our database)
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -68,7 +82,7 @@ class ReceiverSender:
             timeout=httpx.Timeout(timeout_s),
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
         )
 
     @property
@@ -132,13 +146,31 @@ class ReceiverSender:
             if not batch:
                 await self._idle(await self._until_due())
                 continue
-            for delivery in batch:
-                if self._stop.is_set():
-                    break
-                pause = await self._deliver(delivery)
-                if pause:
-                    await self._pause(pause)
-                    break
+            pause = await self._deliver_batch(batch)
+            if pause:
+                await self._pause(pause)
+
+    async def _deliver_batch(self, batch: list[Delivery]) -> float | None:
+        """Send a batch, `IN_FLIGHT` at a time; stop starting new ones once the receiver looks down.
+        Returns how long to pause the whole receiver, or None."""
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        outcomes: list[Outcome] = []
+
+        async def one(delivery: Delivery) -> None:
+            async with slots:
+                if self._stop.is_set() or any(o.unreachable or o.slow_down_s for o in outcomes):
+                    return
+                outcomes.append(await self._deliver(delivery))
+
+        await asyncio.gather(*(one(d) for d in batch))
+        # One round against a dead receiver counts once, however many attempts were in flight in it.
+        if any(o.unreachable for o in outcomes):
+            self._unreachable += 1
+            return backoff_s(self._unreachable)
+        if outcomes:
+            self._unreachable = 0
+        slow_down = [o.slow_down_s for o in outcomes if o.slow_down_s]
+        return max(slow_down) if slow_down else None
 
     async def _until_due(self) -> float:
         try:
@@ -160,8 +192,8 @@ class ReceiverSender:
 
     # ------------------------------------------------------------------------------------------ one attempt
 
-    async def _deliver(self, delivery: Delivery) -> float | None:
-        """One attempt. Returns how long to pause the whole receiver, or None to go on with the next."""
+    async def _deliver(self, delivery: Delivery) -> Outcome:
+        """One attempt, recorded."""
         receiver = self.receiver
         assert self.secret is not None
         try:
@@ -169,7 +201,7 @@ class ReceiverSender:
         except OutboxError as e:
             metrics.OUTBOX_RETRIES.inc()
             log.warning("sender %s: %s (nothing sent); retrying in %.0fs", self.name, e, DB_PAUSE_S)
-            return DB_PAUSE_S
+            return Outcome(slow_down_s=DB_PAUSE_S)
         headers = delivery_headers(self.secret, delivery.delivery_id, delivery.status, delivery.payload)
         status_code: int | None = None
         error: str | None = None
@@ -182,9 +214,12 @@ class ReceiverSender:
                     "POST", receiver.url, content=delivery.payload, headers=headers
                 ) as response:
                     status_code = response.status_code
+                    # Read the (small) answer: an unread body closes the connection instead of
+                    # returning it to the pool, and every delivery would pay a new TCP handshake.
+                    body = await _read_some(response, MAX_ANSWER_BYTES)
                     if not 200 <= status_code < 300:
                         retry_after = retry_after_s(response.headers.get("retry-after"))
-                        error = f"HTTP {status_code}{await _snippet(response)}"
+                        error = f"HTTP {status_code}{_snippet(body)}"
         except TimeoutError:
             status_code, error = None, f"no answer within {self.timeout_s:g} s"
         except (httpx.HTTPError, OSError) as e:
@@ -193,8 +228,6 @@ class ReceiverSender:
             status_code, error = None, f"{type(e).__name__}: {text}"[:500]
         duration_ms = (time.perf_counter() - started) * 1000
 
-        if status_code is not None:
-            self._unreachable = 0  # it answered: reachable, whatever it said
         if status_code is not None and 200 <= status_code < 300:
             latency = await self._record(
                 lambda: self.outbox.record_success(attempt_id, delivery, status_code, duration_ms)
@@ -209,7 +242,7 @@ class ReceiverSender:
                 status_code,
                 duration_ms,
             )
-            return None
+            return Outcome()
 
         retry_in = backoff_s(delivery.attempts + 1)
         if retry_after is not None:
@@ -231,11 +264,10 @@ class ReceiverSender:
             retry_in,
         )
         if status_code is None:
-            self._unreachable += 1
-            return backoff_s(self._unreachable)
+            return Outcome(unreachable=True)
         if status_code in (429, 503):  # the receiver asks us to slow down
-            return retry_in
-        return None
+            return Outcome(slow_down_s=retry_in)
+        return Outcome()
 
     async def _record(self, write: Callable[[], Awaitable[T]]) -> T | None:
         """Retry an outcome into PostgreSQL until it is written: an unrecorded 2xx would be sent again."""
@@ -260,14 +292,19 @@ class ReceiverSender:
                 delay = min(delay * 2, 10.0)
 
 
-async def _snippet(response: httpx.Response) -> str:
-    """The start of an error answer's body, for the delivery log (never the whole of a large body)."""
+async def _read_some(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of an answer (a receiver's answer is not ours to buffer whole)."""
     chunks, size = [], 0
     with contextlib.suppress(httpx.HTTPError):
         async for chunk in response.aiter_bytes():
             chunks.append(chunk)
             size += len(chunk)
-            if size >= ERROR_SNIPPET:
+            if size >= limit:
                 break
-    text = b"".join(chunks)[:ERROR_SNIPPET].decode("utf-8", "replace").strip()
+    return b"".join(chunks)
+
+
+def _snippet(body: bytes) -> str:
+    """The start of an error answer, for the delivery log."""
+    text = body[:ERROR_SNIPPET].decode("utf-8", "replace").strip()
     return f": {' '.join(text.split())}" if text else ""

@@ -127,6 +127,9 @@ class Notifier:
         try:
             await self._reload_receivers()
             await consumer.start()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
             log.info(
                 "notifier ready: consuming %s as group %s; %d receiver(s); retries for up to %gs",
                 self.topic,
@@ -134,9 +137,6 @@ class Notifier:
                 len(self.receivers),
                 self.settings.webhook_max_age_s,
             )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stopping.set)
             loops = [
                 asyncio.create_task(self._consume_loop(consumer), name="notifier-consume"),
                 asyncio.create_task(self._control_loop(), name="notifier-control"),

@@ -1,4 +1,5 @@
-"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `sink`, `devstack`."""
+"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `sink`, `notify`,
+`devstack`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             from telemetrypulse.api.main import serve
 
             return serve(args[1:])
+        if command == "notify":
+            from telemetrypulse.notify.service import main as notify
+
+            return notify(args[1:])
         if command == "migrate":
             return _migrate(args[1:])
         if command == "sink":

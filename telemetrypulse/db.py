@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 READER_ROLE = "telemetrypulse_reader"
+# May write the operator tables (acknowledgements, notes, webhooks) and nothing the sink owns (0005).
+OPERATOR_ROLE = "telemetrypulse_operator"
 # Any constant works; it only has to be the same for every process migrating one database.
 MIGRATION_LOCK_ID = 0x7E1E_0001
 
@@ -91,21 +93,32 @@ async def wait_for_database(dsn: str, attempts: int | None = None, delay_s: floa
             delay_s = min(delay_s * 2, 10.0)
 
 
-async def _use_reader_role(conn: asyncpg.Connection) -> None:
-    # Fall back to the login role where the migration could not create the reader (managed PostgreSQL).
-    exists = await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", READER_ROLE)
-    if exists:
-        await conn.execute(f"SET ROLE {READER_ROLE}")
+def _use_role(role: str):
+    async def init(conn: asyncpg.Connection) -> None:
+        # Fall back to the login role where the migration could not create the role (managed PostgreSQL).
+        exists = await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", role)
+        if exists:
+            await conn.execute(f"SET ROLE {role}")
+
+    return init
 
 
 async def create_pool(
-    dsn: str, *, read_only: bool = False, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    read_only: bool = False,
+    role: str | None = None,
+    min_size: int = 1,
+    max_size: int = 10,
 ) -> asyncpg.Pool:
-    """An asyncpg pool; `read_only` pools switch every session to the least-privilege reader role."""
+    """An asyncpg pool; `read_only` pools switch every session to the least-privilege reader role, `role`
+    pools to that role (the API's operator writes)."""
     kwargs = {}
     if read_only:
-        kwargs["init"] = _use_reader_role
+        role = READER_ROLE
         kwargs["server_settings"] = {"default_transaction_read_only": "on"}
+    if role is not None:
+        kwargs["init"] = _use_role(role)
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, **kwargs)
 
 

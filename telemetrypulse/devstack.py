@@ -794,17 +794,54 @@ def _bin(name: str) -> str:
 
 
 def system_commands() -> dict[str, list[str]]:
-    """What `make run` starts, in this order (and signals in the reverse order)."""
+    """What `make run` supervises, in start order (stopped in reverse: the worker last, it drains)."""
     return {
         "worker": [_bin("faust"), "-A", "telemetrypulse.app", "worker", "-l", "info"],
         "sink": [_bin("telemetrypulse"), "sink"],
         "api": [_bin("telemetrypulse"), "api"],
+        "notifier": [_bin("telemetrypulse"), "notify"],
         "simulator": [_bin("telemetrypulse"), "simulate"],
     }
 
 
+def _local_secret(s: Devstack, name: str) -> str:
+    """A random secret kept in `.devstack/<name>` (0600), made once and reused by every `make run`."""
+    path = s.dir / name
+    if not path.exists():
+        s.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"local-{uuid.uuid4().hex}\n")
+    return path.read_text().strip()
+
+
+def local_secrets(s: Devstack) -> dict[str, str]:
+    """What `make run` adds when the user configured none, so the lifecycle works out of the box:
+    - `API_KEYS`: one local key with scopes operate and admin (the dashboard's acknowledge button, webhooks
+      over the API); reads and ingest stay open, as no key has those scopes;
+    - `WEBHOOK_SECRET`: so a webhook added with `PUT /webhooks/{name}` is signed and sent.
+    Both are kept in `.devstack/` (0600) and reused; their values are never printed."""
+    from telemetrypulse.settings import Settings
+
+    try:
+        configured = Settings()
+    except Exception:
+        return {}  # a bad setting: the processes report it themselves, with its name
+    env = {}
+    if configured.api_keys is None:
+        env["API_KEYS"] = f"local:{_local_secret(s, 'operator-key')}:operate+admin"
+        say(
+            f"dashboard key (scopes operate + admin: acknowledge, notes, webhooks): in {s.dir / 'operator-key'}"
+        )
+    if configured.webhook_secret is None:
+        env["WEBHOOK_SECRET"] = _local_secret(s, "webhook-secret")
+        say(f"webhook signing secret: in {s.dir / 'webhook-secret'}")
+    return env
+
+
 def run_system(s: Devstack) -> int:
-    """`make run`: the stack, migrations, then worker + sink + API + simulator until Ctrl-C or one of them exits."""
+    """`make run`: the stack, migrations, then worker + sink + API + notifier + simulator until Ctrl-C or one
+    exits."""
     started = s.up()
     children: dict[str, subprocess.Popen] = {}
     stopping = threading.Event()
@@ -816,10 +853,16 @@ def run_system(s: Devstack) -> int:
     code = 0
     try:
         subprocess.run([_bin("telemetrypulse"), "migrate"], cwd=s.root, check=True)
+        env = {**os.environ, **local_secrets(s)}
         for name, cmd in system_commands().items():
             # Own sessions: the terminal's Ctrl-C reaches only us; we stop the children in order, gracefully.
             child = subprocess.Popen(
-                cmd, cwd=s.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                cwd=s.root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             children[name] = child
             threading.Thread(target=_prefix_output, args=(name, child.stdout), daemon=True).start()
@@ -886,7 +929,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("up", help="start (or reuse) Kafka and PostgreSQL, write .devstack/env")
     sub.add_parser("down", help="stop what `up` recorded")
     sub.add_parser("status", help="show what runs; exit 0 when all is up")
-    sub.add_parser("run", help="`make run`: stack + migrate + worker, sink, API, simulator until Ctrl-C")
+    sub.add_parser(
+        "run", help="`make run`: stack + migrate + worker, sink, API, notifier, simulator until Ctrl-C"
+    )
     w = sub.add_parser("with-stack", help="run a command with the stack up, then stop what this started")
     w.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

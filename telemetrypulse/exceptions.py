@@ -19,3 +19,7 @@ class SinkError(TelemetryPulseError):
 
 class DevstackError(TelemetryPulseError):
     """The local Kafka or PostgreSQL could not be started or stopped."""
+
+
+class OutboxError(TelemetryPulseError):
+    """The notifier could not read or write its deliveries in PostgreSQL (retried by the caller)."""

@@ -17,7 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from telemetrypulse.access import KeyRing, parse_api_keys
 from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.webhooks import parse_webhook_urls
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 # `.devstack/env` is written by `make up`; `.env` is the user's own and wins over it; real
@@ -52,6 +54,8 @@ class Settings(BaseSettings):
     window_grace_s: int = Field(300, ge=0, le=7 * 24 * 3600)
 
     api_key: SecretStr | None = None
+    # `name:secret:scope[+scope…]`, comma-separated (SPEC §10); parsed by access.parse_api_keys.
+    api_keys: SecretStr | None = None
     port: int = Field(8000, ge=1, le=65535)
     app_id: str = Field("telemetrypulse", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     data_dir: Path = Path(".devstack/worker")
@@ -63,6 +67,14 @@ class Settings(BaseSettings):
     # The PostgreSQL sink process (`telemetrypulse sink`).
     sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
     sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
+
+    # The webhook notifier (`telemetrypulse notify`, SPEC §10). URLs may carry a receiver's token: secret.
+    webhook_urls: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_max_age_s: int = Field(86400, ge=1, le=30 * 86400)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    webhook_poll_s: float = Field(5.0, gt=0, le=300)  # how soon a `PUT /webhooks/{name}` reaches the notifier
+    notifier_web_port: int = Field(6068, ge=0, le=65535)  # the notifier's /metrics; 0 disables it
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -105,6 +117,36 @@ class Settings(BaseSettings):
             raise ValueError("expected postgresql://user:password@host:port/dbname")
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parse_api_keys(value.get_secret_value())
+        except ValueError as e:
+            raise SettingsError(f"API_KEYS: {e}") from None
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parse_webhook_urls(value.get_secret_value())
+        except ValueError as e:
+            raise SettingsError(f"WEBHOOK_URLS: {e}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _keys_distinct(self) -> Settings:
+        try:
+            self.key_ring()
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+        return self
+
     @model_validator(mode="after")
     def _kafka_security_complete(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL"):
@@ -127,6 +169,19 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise SettingsError("DATABASE_URL: not set (run `make up`, or set it to postgresql://…)")
         return self.database_url.get_secret_value()
+
+    def key_ring(self) -> KeyRing:
+        """The API keys of `API_KEYS` and `API_KEY` (validated at start, so this does not fail later)."""
+        return KeyRing.from_secrets(
+            self.api_keys.get_secret_value() if self.api_keys is not None else None,
+            self.api_key.get_secret_value() if self.api_key is not None else None,
+        )
+
+    def webhook_receivers(self) -> list[str]:
+        """The URLs of `WEBHOOK_URLS`, in order, without repeats."""
+        return (
+            parse_webhook_urls(self.webhook_urls.get_secret_value()) if self.webhook_urls is not None else []
+        )
 
     @property
     def topic_changes(self) -> str:

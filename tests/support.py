@@ -165,17 +165,15 @@ async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: 
 
 
 class Worker:
-    """`faust -A telemetrypulse.app worker` as a child process, with its own log file."""
+    """`faust -A telemetrypulse.app worker` (or another `command`) as a child process, with its own log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "worker") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, name: str = "worker", command: list[str] | None = None
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.name = name
-        self.process: subprocess.Popen | None = None
-        self.starts = 0
-
-    def command(self) -> list[str]:
-        return [
+        self.command = command or [
             str(Path(sys.executable).with_name("faust")),
             "-A",
             "telemetrypulse.app",
@@ -183,6 +181,8 @@ class Worker:
             "-l",
             "info",
         ]
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ class Worker:
         log.write(f"\n===== start {self.starts} =====\n".encode())
         log.flush()
         self.process = subprocess.Popen(
-            self.command(),
+            self.command,
             env=self.env,
             cwd=ROOT,
             stdout=log,
@@ -237,13 +237,30 @@ class Worker:
 class Sink(Worker):
     """`telemetrypulse sink` (the PostgreSQL sink process) as a child process, with its own log file."""
 
-    def command(self) -> list[str]:
-        return [str(Path(sys.executable).with_name("telemetrypulse")), "sink"]
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "sink") -> None:
+        super().__init__(env, log_path, name, [str(Path(sys.executable).with_name("telemetrypulse")), "sink"])
 
     def terminate(self, timeout: float = 30) -> int | None:
         """SIGTERM, wait (SIGKILL after `timeout`); the exit code."""
         self.stop(timeout)
         return self.process.returncode if self.process is not None else None
+
+    def current_log(self) -> str:
+        """The log of the latest start only."""
+        return self.log_text().split(f"===== start {self.starts - 1} =====")[-1]
+
+
+def notifier_command() -> list[str]:
+    return [str(Path(sys.executable).with_name("telemetrypulse")), "notify"]
+
+
+async def wait_notifier_ready(notifier: Worker, timeout_s: float = 60) -> None:
+    def ready() -> bool:
+        if not notifier.alive():
+            raise RuntimeError(f"{notifier.name} exited:\n{notifier.log_text()[-4000:]}")
+        return "notifier ready" in notifier.current_log()
+
+    await wait_for(ready, timeout_s, interval_s=0.2, what=f"{notifier.name} ready")
 
 
 async def wait_for(predicate: Callable, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):
@@ -331,6 +348,19 @@ class Pipeline:
         )
         self.sinks.append(sink)
         return sink
+
+    def add_notifier(self, **extra: str) -> Worker:
+        """`telemetrypulse notify` of this deployment (its consumer group is `<APP_ID>-notifier`)."""
+        index = len(self.workers)
+        env = self.env(index, NOTIFIER_WEB_PORT="0", **extra)
+        notifier = Worker(
+            env,
+            OUTPUT / "logs" / f"{self.app_id}-notifier-{index}.log",
+            f"notifier-{index}",
+            notifier_command(),
+        )
+        self.workers.append(notifier)
+        return notifier
 
     async def wait_processing(self, worker: Worker, timeout_s: float = 90) -> None:
         """Ready = Faust says so in its log (recovery done, agents started)."""

@@ -27,10 +27,14 @@ from telemetrypulse.api.metrics import SSE_EVENTS, SSE_SUBSCRIBERS
 log = logging.getLogger(__name__)
 
 CHANNEL = "telemetry_alerts"
+# An alert as the API returns it: the sink's row (`a`) with the operator's acknowledgement (`k`), which
+# lives in its own table so that nothing the stream writes can erase it.
 ALERT_COLUMNS = (
-    "alert_id, status, rule, alert_type, device_id, site_id, zone_id, sensor_type, threshold, value,"
-    " peak_value, opened_at, resolved_at, event_id, change_seq"
+    "a.alert_id, a.status, a.rule, a.alert_type, a.device_id, a.site_id, a.zone_id, a.sensor_type,"
+    " a.threshold, a.value, a.peak_value, a.opened_at, a.resolved_at, a.event_id, a.change_seq, a.rule_id,"
+    " a.severity, k.alert_id IS NOT NULL AS acknowledged, k.acknowledged_by, k.acknowledged_at"
 )
+ALERT_SOURCE = "telemetry_alerts a LEFT JOIN alert_acknowledgements k ON k.alert_id = a.alert_id"
 GAP_TTL_S = 30.0
 MAX_GAPS = 10_000
 BATCH = 1000
@@ -94,7 +98,7 @@ class AlertFeed:
     async def since(self, after_seq: int, limit: int = BATCH) -> list[dict[str, Any]]:
         """Rows changed after `after_seq`, oldest change first (the resume path of Last-Event-ID)."""
         rows = await self.reader.fetch(
-            f"SELECT {ALERT_COLUMNS} FROM telemetry_alerts WHERE change_seq > $1 ORDER BY change_seq LIMIT $2",
+            f"SELECT {ALERT_COLUMNS} FROM {ALERT_SOURCE} WHERE a.change_seq > $1 ORDER BY a.change_seq LIMIT $2",
             after_seq,
             limit,
         )
@@ -166,8 +170,8 @@ class AlertFeed:
         delivered = 0
         while True:
             rows = await self.reader.fetch(
-                f"SELECT {ALERT_COLUMNS} FROM telemetry_alerts"
-                " WHERE change_seq > $1 OR change_seq = ANY($2::bigint[]) ORDER BY change_seq LIMIT $3",
+                f"SELECT {ALERT_COLUMNS} FROM {ALERT_SOURCE}"
+                " WHERE a.change_seq > $1 OR a.change_seq = ANY($2::bigint[]) ORDER BY a.change_seq LIMIT $3",
                 self.cursor,
                 list(self._gaps),
                 BATCH,

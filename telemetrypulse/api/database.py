@@ -20,6 +20,9 @@ _STALE_CONNECTION = (asyncpg.ConnectionDoesNotExistError, asyncpg.ConnectionFail
 class Reader:
     """Runs read queries on the pool within `timeout_s`."""
 
+    # A read is safe to run again on a fresh connection; see Writer.
+    attempts = (1, 2)
+
     def __init__(self, pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
@@ -35,19 +38,29 @@ class Reader:
 
     async def _run(self, method: str, sql: str, args: tuple[Any, ...], timeout_s: float | None) -> Any:
         deadline = self.timeout_s if timeout_s is None else timeout_s
-        for attempt in (1, 2):
+        for attempt in self.attempts:
             try:
                 async with asyncio.timeout(deadline):
                     async with self.pool.acquire() as conn:
                         return await getattr(conn, method)(sql, *args)
             except _STALE_CONNECTION as e:
-                if attempt == 2:
+                if attempt == self.attempts[-1]:
                     raise DatabaseUnavailable(f"PostgreSQL connection lost: {type(e).__name__}") from e
             except TimeoutError as e:
                 raise DatabaseUnavailable(f"PostgreSQL did not answer within {deadline:g} s") from e
             except DATABASE_DOWN as e:
                 raise DatabaseUnavailable(f"PostgreSQL is not reachable: {type(e).__name__}: {e}") from e
         raise AssertionError("unreachable")
+
+
+class Writer(Reader):
+    """Runs the API's few writes (acknowledgements, notes, webhooks) on the operator pool.
+
+    Not retried on a lost connection: the statement may have committed before the connection died, and a
+    note written twice is worse than a 503 the operator can retry.
+    """
+
+    attempts = (1,)
 
 
 class WhereClause:

@@ -7,17 +7,15 @@ the `+` it was meant to be.
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import APIKeyHeader
 from pydantic import BeforeValidator
 
 from telemetrypulse.api.database import Reader
-from telemetrypulse.api.errors import ServiceUnavailable, Unauthorized
+from telemetrypulse.api.errors import ServiceUnavailable
 from telemetrypulse.api.schemas import AlertStatus, HeatmapMetric, SensorType, WindowSize
 from telemetrypulse.api.state import ApiState
 
@@ -72,24 +70,6 @@ async def get_reader(state: StateDep) -> Reader:
 
 
 ReaderDep = Annotated[Reader, Depends(get_reader)]
-
-_api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="Required on write endpoints when the server sets API_KEY"
-)
-
-
-async def require_api_key(state: StateDep, api_key: Annotated[str | None, Depends(_api_key_header)]) -> None:
-    expected = state.settings.api_key
-    if expected is None:
-        return
-    if not api_key:
-        raise Unauthorized("X-API-Key header required")
-    # Constant-time: the comparison must not reveal how many leading bytes were right.
-    if not hmac.compare_digest(api_key.encode("utf-8"), expected.get_secret_value().encode("utf-8")):
-        raise Unauthorized("invalid X-API-Key")
-
-
-ApiKeyDep = Annotated[None, Depends(require_api_key)]
 
 
 def _id_query(what: str, example: str):

@@ -37,6 +37,7 @@ DATABASE_DOWN = (
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -73,6 +74,11 @@ class NotFound(ApiError):
 class Unauthorized(ApiError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
 
 
 class PayloadTooLarge(ApiError):

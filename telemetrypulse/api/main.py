@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from telemetrypulse import db
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.database import Reader, Writer
 from telemetrypulse.api.errors import install_error_handlers
 from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.api.metrics import MetricsMiddleware
@@ -36,6 +36,10 @@ alerts (paged and live as server-sent events), device drill-down, and ingestion 
 
 All times are ISO-8601 UTC (`Z`). Query times must carry an offset. Errors are
 `{"error": code, "detail": message, "errors": [...]}`; 503 means PostgreSQL or Kafka is unreachable.
+
+Access: scoped keys in `X-API-Key` (`API_KEYS`: read, ingest, operate, admin; admin implies all). Reads and
+ingest are open until some key has that scope; acknowledging and notes need `operate`, webhooks `admin`.
+Missing or unknown key → 401, a key without the scope → 403.
 """
 
 TAGS = [
@@ -45,7 +49,11 @@ TAGS = [
     {"name": "status", "description": "Live zone status"},
     {"name": "trends", "description": "Tumbling-window aggregates over time (5m, 15m)"},
     {"name": "heatmap", "description": "Site × zone matrix per sensor"},
-    {"name": "alerts", "description": "Threshold alert episodes, paged and live"},
+    {"name": "alerts", "description": "Alert episodes, paged and live; acknowledgements, notes and timeline"},
+    {
+        "name": "webhooks",
+        "description": "Webhook receivers of the notifier and its delivery log (admin scope)",
+    },
     {"name": "ingest", "description": "Submit events (validated like the worker, produced to Kafka)"},
     {"name": "metrics", "description": "Prometheus"},
 ]
@@ -62,17 +70,23 @@ def _lifespan(settings: Settings | None, options: ApiOptions):
             log.info("applied migrations %s", applied)
         pool = await db.create_pool(dsn, read_only=True, min_size=1, max_size=options.pool_max_size)
         reader = Reader(pool, timeout_s=options.query_timeout_s)
+        # Operator writes are rare: no connection is held until the first one.
+        write_pool = await db.create_pool(dsn, role=db.OPERATOR_ROLE, min_size=0, max_size=4)
+        writer = Writer(write_pool, timeout_s=options.query_timeout_s)
         publisher = EventPublisher(resolved)
         publisher.start()
         feed = AlertFeed(dsn, reader, poll_s=options.alert_poll_s)
         await feed.start()
-        app.state.api = ApiState(resolved, options, pool, reader, publisher, feed)
+        keys = resolved.key_ring()
+        log.info("API keys: %s", ", ".join(repr(k) for k in keys.keys) or "none (reads and ingest are open)")
+        app.state.api = ApiState(resolved, options, pool, reader, publisher, feed, keys, writer)
         try:
             yield
         finally:
             app.state.api = None
             await feed.close()
             await publisher.close()
+            await write_pool.close()
             await pool.close()
 
     return lifespan

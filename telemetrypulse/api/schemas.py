@@ -41,6 +41,8 @@ class AlertStatus(StrEnum):
 
 
 Level = Literal["ok", "warn", "alert"]
+Severity = Literal["info", "warning", "critical"]
+DeliveryState = Literal["pending", "delivered", "expired"]
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -153,6 +155,13 @@ class Alert(ApiModel):
     resolved_at: UtcDatetime | None
     event_id: UUID = Field(description="The opening reading's event_id")
     change_seq: int = Field(description="Position in the alert change feed (the SSE `id`)")
+    rule_id: str | None = Field(
+        None, description="The run-time rule that raised it (null for threshold alerts)"
+    )
+    severity: Severity = Field("warning", description="info, warning or critical")
+    acknowledged: bool = Field(False, description="An operator acknowledged it (POST /alerts/{alert_id}/ack)")
+    acknowledged_by: str | None = Field(None, description="Who acknowledged it, as they said")
+    acknowledged_at: UtcDatetime | None = None
 
     model_config = ConfigDict(
         from_attributes=True,
@@ -174,6 +183,11 @@ class Alert(ApiModel):
                     "resolved_at": None,
                     "event_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
                     "change_seq": 42,
+                    "rule_id": None,
+                    "severity": "warning",
+                    "acknowledged": True,
+                    "acknowledged_by": "alice",
+                    "acknowledged_at": "2024-05-01T12:05:02Z",
                 }
             ]
         },
@@ -359,3 +373,147 @@ class IngestBatchResult(BaseModel):
     rejected: int
     event_ids: list[str] = Field(description="Ids of the accepted events, in submission order")
     errors: list[IngestItemError] = Field(description="One entry per rejected item")
+
+
+# ---------------------------------------------------------------- alert lifecycle (SPEC §10)
+
+
+def _plain_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded: both are the client's error.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+OperatorName = Annotated[
+    PlainText,
+    Field(
+        min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$", description="Who (a name, 1-100 chars)"
+    ),
+]
+
+
+class OperatorInput(BaseModel):
+    """A request body an operator writes: unknown fields are refused, surrounding spaces dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AcknowledgeIn(OperatorInput):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"by": "alice", "note": "window opened, watching it"}]}
+    )
+
+    by: OperatorName
+    note: Annotated[PlainText, Field(max_length=2000)] | None = Field(
+        None, description="Optional words kept with the acknowledgement"
+    )
+
+
+class NoteIn(OperatorInput):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"by": "bob", "text": "facility team is on it"}]}
+    )
+
+    by: OperatorName
+    text: Annotated[PlainText, Field(min_length=1, max_length=4000, description="The note, 1-4000 chars")]
+
+
+class Acknowledgement(ApiModel):
+    by: str
+    at: UtcDatetime
+    note: str | None
+    key_name: str | None = Field(description="Name of the API key that acknowledged it")
+
+
+class Note(ApiModel):
+    note_id: int
+    by: str
+    text: str
+    created_at: UtcDatetime
+    key_name: str | None = Field(description="Name of the API key that wrote it")
+
+
+TimelineKind = Literal["opened", "acknowledged", "note", "resolved", "delivered", "delivery_expired"]
+
+
+class TimelineEntry(ApiModel):
+    at: UtcDatetime
+    kind: TimelineKind
+    by: str | None = Field(None, description="The operator, or the webhook receiver of a delivery")
+    text: str | None = None
+
+
+class AlertDetail(Alert):
+    """The alert with what operators and the notifier added. `opened_at`/`resolved_at` are event time (the
+    readings' clocks); acknowledgements, notes and deliveries are server time."""
+
+    acknowledgement: Acknowledgement | None
+    notes: list[Note] = Field(description="Oldest first")
+    timeline: list[TimelineEntry] = Field(description="Everything that happened to the alert, oldest first")
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+class WebhookIn(OperatorInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/telemetry",
+                    "site_id": "site-01",
+                    "min_severity": "warning",
+                }
+            ]
+        },
+    )
+
+    url: Annotated[PlainText, Field(min_length=1, max_length=2000, description="http:// or https:// URL")]
+    site_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Only alerts of this site (default: every site)"
+    )
+    min_severity: Severity = Field("info", description="Only alerts of at least this severity")
+
+
+class Webhook(ApiModel):
+    name: str
+    url: str
+    site_id: str | None
+    min_severity: Severity
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class WebhookList(ApiModel):
+    items: list[Webhook] = Field(
+        description="Receivers kept by PUT /webhooks/{name}, by name (WEBHOOK_URLS not shown)"
+    )
+
+
+class WebhookDelivery(ApiModel):
+    receiver: str = Field(description="Webhook name, or `env-…` for a URL of WEBHOOK_URLS")
+    delivery_id: str = Field(description="`{alert_id}:{status}`, the X-TelemetryPulse-Delivery header")
+    alert_id: UUID
+    status: AlertStatus
+    state: DeliveryState = Field(description="pending (to send or retry), delivered (2xx recorded), expired")
+    attempts: int
+    created_at: UtcDatetime
+    next_attempt_at: UtcDatetime | None = Field(description="When it is tried next (pending only)")
+    last_attempt_at: UtcDatetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: UtcDatetime | None
+    seq: int = Field(description="Creation order; each receiver is sent in this order")
+
+
+class WebhookDeliveryPage(ApiModel):
+    items: list[WebhookDelivery] = Field(description="Newest first")
+    next_cursor: int | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page"
+    )

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from telemetrypulse.access import KeyRing
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.database import Reader, Writer
 from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.settings import Settings
 
@@ -31,3 +32,5 @@ class ApiState:
     reader: Reader
     publisher: EventPublisher
     feed: AlertFeed
+    keys: KeyRing
+    writer: Writer

@@ -2,6 +2,10 @@
 PostgreSQL. Events go in through `POST /ingest`; the heatmap must show the values PostgreSQL holds, and
 an alert opened by the worker during the test must appear in the list without a page reload.
 
+Reads are protected here (a key with the read scope exists), so the page must ask for the key once, keep
+it in sessionStorage only, read the live stream with it, and let the operator acknowledge the alert and
+add a note (operate scope), which the API then holds.
+
 Chromium is Debian's (`/usr/bin/chromium`, `make install` puts it there); never `playwright install`.
 """
 
@@ -32,6 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SITES = {"hq": ["lobby", "floor-1"], "lab": ["floor-1", "clean-room"]}
+OPERATOR_KEY = "ops-browser-7f3e2d1c"
 DECIMALS = {"co2": 0, "temperature": 1}
 
 
@@ -80,8 +85,11 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
     now = datetime.now(UTC).replace(microsecond=0)
     events = baseline(now)
 
-    with live_api(pipeline.env(9, LOG_LEVEL="warning"), "browser") as api:
-        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+    env = pipeline.env(9, LOG_LEVEL="warning", API_KEYS=f"ops:{OPERATOR_KEY}:read+operate")
+    with live_api(env, "browser") as api:
+        async with httpx.AsyncClient(
+            base_url=api.base_url, timeout=30, headers={"X-API-Key": OPERATOR_KEY}
+        ) as http:
             accepted = await http.post("/ingest/batch", json=events)
             assert accepted.status_code == 202 and accepted.json()["accepted"] == len(events), accepted.text
 
@@ -101,6 +109,14 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
                     console_errors: list[str] = []
                     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
                     await page.goto(api.base_url + "/")
+
+                    # Reads are protected: the page asks for the key, once.
+                    await page.locator("[data-testid=key-prompt]").wait_for(state="visible", timeout=20_000)
+                    await page.fill("[data-testid=key-name]", "tester")
+                    await page.fill("[data-testid=key-input]", OPERATOR_KEY)
+                    await page.click("[data-testid=key-save]")
+                    await page.locator("[data-testid=key-prompt]").wait_for(state="hidden", timeout=5_000)
+                    console_errors.clear()  # the refused requests before the key was typed
 
                     # The heatmap renders one cell per zone with data, showing the value PostgreSQL holds.
                     await page.wait_for_selector("[data-testid=heatmap-cell]", timeout=20_000)
@@ -135,9 +151,57 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
                     await page.wait_for_function(
                         "document.querySelectorAll('#trend-chart *').length > 0", timeout=10_000
                     )
+
+                    # Acknowledge it from the list: marked at once, and the API holds it.
+                    alert_id = await item.get_attribute("data-alert-id")
+                    assert await item.get_attribute("data-acknowledged") == "false"
+                    await item.locator("[data-testid=ack-button]").click()
+                    acked = page.locator(f'#alerts li[data-alert-id="{alert_id}"][data-acknowledged="true"]')
+                    await acked.wait_for(timeout=10_000)
+                    assert "acknowledged by tester" in await acked.inner_text()
+                    ack_state = page.locator("[data-testid=alert-detail] [data-testid=ack-state]")
+                    await page.wait_for_function(
+                        "document.querySelector('[data-testid=ack-state]')?.textContent.includes('tester')",
+                        timeout=10_000,
+                    )
+                    assert "acknowledged by tester" in await ack_state.inner_text()
+
+                    # A note, through the alert's panel; it shows in its notes and timeline.
+                    await page.fill("[data-testid=note-input]", "checked the ventilation")
+                    await page.click("[data-testid=note-submit]")
+                    note = page.locator("[data-testid=notes] [data-testid=note]").first
+                    await note.wait_for(timeout=10_000)
+                    assert "checked the ventilation" in await note.inner_text()
+                    kinds = await page.eval_on_selector_all(
+                        "[data-testid=timeline] li", "items => items.map(i => i.dataset.kind)"
+                    )
+                    assert kinds[0] == "opened" and {"acknowledged", "note"} <= set(kinds)
+                    held = (await http.get(f"/alerts/{alert_id}")).json()
+                    assert (
+                        held["acknowledged_by"] == "tester" and held["acknowledgement"]["key_name"] == "ops"
+                    )
+                    assert [(n["by"], n["text"]) for n in held["notes"]] == [
+                        ("tester", "checked the ventilation")
+                    ]
+
+                    # The "unacknowledged" filter hides it.
+                    await page.check("[data-testid=unacked-filter]")
+                    await acked.wait_for(state="detached", timeout=5_000)
+                    await page.uncheck("[data-testid=unacked-filter]")
+                    await acked.wait_for(timeout=5_000)
+
+                    # The key lives in sessionStorage only, and survives a reload of the tab.
+                    storage = await page.evaluate(
+                        "[sessionStorage.getItem('telemetrypulse.apiKey'), localStorage.length, document.cookie]"
+                    )
+                    assert storage == [OPERATOR_KEY, 0, ""]
                     await asyncio.sleep(0.5)
                     support.OUTPUT.mkdir(parents=True, exist_ok=True)
                     await page.screenshot(path=str(support.OUTPUT / "dashboard.png"), full_page=True)
+                    await page.reload()
+                    await page.wait_for_selector("[data-testid=heatmap-cell]", timeout=20_000)
+                    assert await page.locator("[data-testid=key-prompt]").is_hidden()
                     assert not console_errors, console_errors
+                    assert OPERATOR_KEY not in api.log_text()
                 finally:
                     await browser.close()

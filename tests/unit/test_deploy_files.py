@@ -49,9 +49,14 @@ SECRETS = {
     "KAFKA_SSL_CERT",
     "KAFKA_SSL_KEY",
     "API_KEY",
+    "API_KEYS",
+    "WEBHOOK_URLS",
+    "WEBHOOK_SECRET",
 }
+LIFECYCLE_VARIABLES = {"API_KEYS", "WEBHOOK_URLS", "WEBHOOK_SECRET", "WEBHOOK_MAX_AGE_S"}  # SPEC §10
 WORKER = ["faust", "-A", "telemetrypulse.app", "worker", "-l", "info"]
 SINK = ["telemetrypulse", "sink"]
+NOTIFIER = ["telemetrypulse", "notify"]
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +75,21 @@ def procfile() -> dict[str, str]:
 
 
 def test_settings_know_every_spec_variable():
-    assert SPEC_VARIABLES <= SETTINGS_VARIABLES
+    assert SPEC_VARIABLES | LIFECYCLE_VARIABLES <= SETTINGS_VARIABLES
 
 
 def test_compose_has_the_whole_system(compose):
     services = compose["services"]
-    assert set(services) == {"redpanda", "console", "postgres", "worker", "sink", "api", "simulator"}
+    assert set(services) == {
+        "redpanda",
+        "console",
+        "postgres",
+        "worker",
+        "sink",
+        "api",
+        "simulator",
+        "notifier",
+    }
     assert "redpanda" in services["redpanda"]["image"] and "console" in services["console"]["image"]
     assert services["postgres"]["image"] == "postgres:15"
     for name in ("redpanda", "postgres"):
@@ -84,7 +98,7 @@ def test_compose_has_the_whole_system(compose):
             str(v).endswith(("/var/lib/redpanda/data", "/var/lib/postgresql/data"))
             for v in services[name]["volumes"]
         )
-    for name in ("worker", "sink", "api", "simulator"):
+    for name in ("worker", "sink", "api", "simulator", "notifier"):
         depends = services[name]["depends_on"]
         assert depends["redpanda"]["condition"] == depends["postgres"]["condition"] == "service_healthy"
     assert services["console"]["environment"]["KAFKA_BROKERS"] == "redpanda:9092"
@@ -97,7 +111,10 @@ def test_compose_app_services_run_the_spec_commands_with_known_variables(compose
     assert services["api"]["command"][:2] == ["telemetrypulse", "api"]
     assert "0.0.0.0" in services["api"]["command"] and "8000:8000" in services["api"]["ports"]
     assert services["simulator"]["command"] == ["telemetrypulse", "simulate"]
-    for name in ("worker", "sink", "api", "simulator"):
+    assert services["notifier"]["command"] == NOTIFIER
+    assert {"WEBHOOK_URLS", "WEBHOOK_SECRET", "WEBHOOK_MAX_AGE_S"} <= set(services["notifier"]["environment"])
+    assert "API_KEYS" in services["api"]["environment"]
+    for name in ("worker", "sink", "api", "simulator", "notifier"):
         env = services[name]["environment"]
         assert set(env) <= SETTINGS_VARIABLES, set(env) - SETTINGS_VARIABLES
         assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "APP_ID"} <= set(env)
@@ -126,17 +143,18 @@ def test_compose_worker_state_is_on_a_volume(compose):
 
 def test_procfile(compose):
     processes = procfile()
-    assert set(processes) == {"web", "worker", "sink", "simulator"}
+    assert set(processes) == {"web", "worker", "sink", "simulator", "notifier"}
     web = shlex.split(processes["web"])
     assert web[:2] == ["telemetrypulse", "api"] and "$PORT" in web and "0.0.0.0" in web
     assert shlex.split(processes["worker"]) == WORKER
     assert shlex.split(processes["sink"]) == SINK
     assert shlex.split(processes["simulator"]) == ["telemetrypulse", "simulate"]
+    assert shlex.split(processes["notifier"]) == NOTIFIER
 
 
 def test_render_blueprint(render):
     services = {s["name"]: s for s in render["services"]}
-    assert sorted(s["type"] for s in services.values()) == ["web", "worker", "worker", "worker"]
+    assert sorted(s["type"] for s in services.values()) == ["web", "worker", "worker", "worker", "worker"]
     web = next(s for s in services.values() if s["type"] == "web")
     assert shlex.split(web["startCommand"]) == shlex.split(procfile()["web"])
     assert web["healthCheckPath"] == "/health/live"
@@ -144,6 +162,11 @@ def test_render_blueprint(render):
     assert {shlex.join(WORKER), shlex.join(SINK), "telemetrypulse simulate"} <= starts
     sink = next(s for s in services.values() if shlex.split(s["startCommand"]) == SINK)
     assert {e.get("key") for e in sink["envVars"]} >= {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    assert {shlex.join(WORKER), "telemetrypulse simulate", shlex.join(NOTIFIER)} <= starts
+    notifier = next(s for s in services.values() if shlex.split(s["startCommand"]) == NOTIFIER)
+    notifier_keys = {e.get("key") for e in notifier["envVars"]}
+    assert {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "WEBHOOK_URLS", "WEBHOOK_SECRET"} <= notifier_keys
+    assert "API_KEYS" in {e.get("key") for e in web["envVars"]}
     group_keys = {e["key"] for g in render["envVarGroups"] for e in g["envVars"]}
     assert group_keys - {"PYTHON_VERSION"} <= SETTINGS_VARIABLES
     databases = {d["name"] for d in render["databases"]}
@@ -165,7 +188,7 @@ def test_render_blueprint(render):
 def test_env_example_documents_every_variable():
     text = (ROOT / ".env.example").read_text()
     named = set(re.findall(r"(?m)^#? ?([A-Z][A-Z0-9_]*)=", text))
-    assert named >= SPEC_VARIABLES, SPEC_VARIABLES - named
+    assert named >= SPEC_VARIABLES | LIFECYCLE_VARIABLES, (SPEC_VARIABLES | LIFECYCLE_VARIABLES) - named
     assert named <= SETTINGS_VARIABLES, named - SETTINGS_VARIABLES
 
 
@@ -175,6 +198,20 @@ def test_dockerfile_installs_the_package():
     assert "pip install" in text and "COPY . ." in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".devstack", ".git"} <= set(ignored)
+
+
+def test_make_run_supervises_every_process():
+    from telemetrypulse.devstack import system_commands
+
+    commands = {name: [Path(cmd[0]).name, *cmd[1:]] for name, cmd in system_commands().items()}
+    assert commands == {
+        "worker": WORKER,
+        "sink": SINK,
+        "api": ["telemetrypulse", "api"],
+        "notifier": NOTIFIER,
+        "simulator": ["telemetrypulse", "simulate"],
+    }
+    assert next(iter(commands)) == "worker"  # stopped last: it drains
 
 
 def test_commands_exist():
@@ -196,12 +233,10 @@ def test_commands_exist():
         cwd=ROOT,
     )
     assert sink.returncode == 0 and "telemetrypulse sink" in sink.stdout
-
-
-def test_make_run_supervises_the_sink():
-    """`make run` starts the sink beside the worker, the API and the simulator (and stops it by pid)."""
-    from telemetrypulse.devstack import system_commands
-
-    commands = system_commands()
-    assert list(commands) == ["worker", "sink", "api", "simulator"]
-    assert Path(commands["sink"][0]).name == "telemetrypulse" and commands["sink"][1:] == ["sink"]
+    notify = subprocess.run(
+        [sys.executable, "-m", "telemetrypulse.cli", "notify", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert notify.returncode == 0 and "webhook" in notify.stdout.lower()

@@ -11,6 +11,7 @@ from telemetrypulse.api.routes import (
     sites,
     status,
     trends,
+    webhooks,
 )
 
 ROUTERS = [
@@ -21,6 +22,7 @@ ROUTERS = [
     trends.router,
     heatmap.router,
     alerts.router,
+    webhooks.router,
     ingest.router,
     metrics.router,
     dashboard.router,

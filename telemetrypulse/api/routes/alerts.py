@@ -1,4 +1,6 @@
-"""`GET /alerts` (newest first, keyset cursor) and `GET /alerts/stream` (server-sent events).
+"""`GET /alerts` (newest first, keyset cursor), `GET /alerts/stream` (server-sent events), and the alert
+lifecycle (SPEC §10): `GET /alerts/{alert_id}` with acknowledgement, notes and timeline,
+`POST /alerts/{alert_id}/ack` and `POST /alerts/{alert_id}/notes` (operate scope).
 
 The stream sends `event: alert` with the alert as JSON and `id: <change_seq>` each time an alert opens
 or resolves, and `event: heartbeat` when idle. A client reconnecting with `Last-Event-ID` (browsers do
@@ -15,10 +17,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from telemetrypulse.api.alert_feed import ALERT_COLUMNS
+from telemetrypulse.access import Scope
+from telemetrypulse.api import lifecycle
+from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
+from telemetrypulse.api.auth import READ_ACCESS, OperateKey, auth_errors
 from telemetrypulse.api.database import WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
@@ -31,12 +36,30 @@ from telemetrypulse.api.deps import (
     StatusQuery,
     ZoneIdQuery,
 )
-from telemetrypulse.api.errors import InvalidParameter
-from telemetrypulse.api.routes.common import READ_ERRORS
-from telemetrypulse.api.schemas import Alert, AlertPage
+from telemetrypulse.api.errors import InvalidParameter, NotFound
+from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
+from telemetrypulse.api.schemas import (
+    AcknowledgeIn,
+    Alert,
+    AlertDetail,
+    AlertPage,
+    Note,
+    NoteIn,
+    Severity,
+)
 from telemetrypulse.models import from_us, iso_utc, now_us, to_us
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=READ_ERRORS)
+READ = {"dependencies": [READ_ACCESS], "responses": auth_errors(Scope.read)}
+OPERATE_ERRORS = {**auth_errors(Scope.operate), **NOT_FOUND, **BAD_BODY}
+
+AlertIdPath = Annotated[
+    UUID, Path(description="The alert's id (SPEC §5)", examples=["4b1e6f53-3c1d-5c8e-9a57-0d6f0f3b7f21"])
+]
+AcknowledgedQuery = Annotated[
+    bool | None, Query(description="Only acknowledged (true) or only unacknowledged (false) alerts")
+]
+SeverityQuery = Annotated[Severity | None, Query(description="Only alerts of this severity")]
 
 MAX_SEQ = 2**63 - 1
 RECONNECT_MS = 3000
@@ -65,7 +88,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidParameter("query.cursor: not a cursor returned by this API") from None
 
 
-@router.get("", response_model=AlertPage, summary="Alerts, newest first, cursor-paginated")
+@router.get("", response_model=AlertPage, summary="Alerts, newest first, cursor-paginated", **READ)
 async def list_alerts(
     reader: ReaderDep,
     status: StatusQuery = None,
@@ -74,22 +97,27 @@ async def list_alerts(
     device_id: DeviceIdQuery = None,
     sensor_type: SensorTypeQuery = None,
     since: SinceQuery = None,
+    acknowledged: AcknowledgedQuery = None,
+    severity: SeverityQuery = None,
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> AlertPage:
     """Ordered by `opened_at` then `alert_id`, both descending. `since` keeps alerts opened at or after it."""
     where = WhereClause()
-    where.equals("status", status.value if status else None).equals("site_id", site_id)
-    where.equals("zone_id", zone_id).equals("device_id", device_id)
-    where.equals("sensor_type", sensor_type.value if sensor_type else None)
+    where.equals("a.status", status.value if status else None).equals("a.site_id", site_id)
+    where.equals("a.zone_id", zone_id).equals("a.device_id", device_id)
+    where.equals("a.sensor_type", sensor_type.value if sensor_type else None)
+    where.equals("a.severity", severity)
+    if acknowledged is not None:
+        where.add("k.alert_id IS NOT NULL" if acknowledged else "k.alert_id IS NULL")
     if since is not None:
-        where.add("opened_at >= {}", since)
+        where.add("a.opened_at >= {}", since)
     if cursor is not None:
         opened_at, alert_id = decode_cursor(cursor)
-        where.add("(opened_at, alert_id) < ({}, {})", opened_at, alert_id)
+        where.add("(a.opened_at, a.alert_id) < ({}, {})", opened_at, alert_id)
     rows = await reader.fetch(
-        f"SELECT {ALERT_COLUMNS} FROM telemetry_alerts {where.sql()}"
-        f" ORDER BY opened_at DESC, alert_id DESC LIMIT {where.param(limit + 1)}",
+        f"SELECT {ALERT_COLUMNS} FROM {ALERT_SOURCE} {where.sql()}"
+        f" ORDER BY a.opened_at DESC, a.alert_id DESC LIMIT {where.param(limit + 1)}",
         *where.args,
     )
     items = [dict(r) for r in rows[:limit]]
@@ -128,7 +156,11 @@ def _alert_event(row: dict) -> ServerSentEvent:
     "/stream",
     response_class=EventSourceResponse,
     summary="Live alert changes (server-sent events)",
-    responses={200: {"description": "`event: alert` (data: Alert, id: change_seq) and `event: heartbeat`"}},
+    dependencies=[READ_ACCESS],
+    responses={
+        200: {"description": "`event: alert` (data: Alert, id: change_seq) and `event: heartbeat`"},
+        **auth_errors(Scope.read),
+    },
 )
 async def stream_alerts(
     state: StateDep,
@@ -172,3 +204,51 @@ async def stream_alerts(
         # Fell too far behind (or shutting down): end the stream; the client reconnects with its Last-Event-ID.
     finally:
         feed.unsubscribe(subscription)
+
+
+@router.get(
+    "/{alert_id}",
+    response_model=AlertDetail,
+    summary="One alert with its acknowledgement, notes and timeline",
+    dependencies=[READ_ACCESS],
+    responses={**auth_errors(Scope.read), **NOT_FOUND},
+)
+async def get_alert(alert_id: AlertIdPath, reader: ReaderDep) -> AlertDetail:
+    detail = await lifecycle.alert_detail(reader, alert_id)
+    if detail is None:
+        raise NotFound(f"alert {alert_id} is unknown")
+    return AlertDetail.model_validate(detail)
+
+
+@router.post(
+    "/{alert_id}/ack",
+    response_model=AlertDetail,
+    summary="Acknowledge an alert (operate scope); repeating it changes nothing",
+    responses=OPERATE_ERRORS,
+)
+async def acknowledge_alert(
+    alert_id: AlertIdPath, body: AcknowledgeIn, response: Response, state: StateDep, key: OperateKey
+) -> AlertDetail:
+    """Sets `acknowledged_by` and `acknowledged_at` once. A later acknowledgement — by anyone — is answered
+    200 with the acknowledgement that stands (header `X-Acknowledged: already`), and changes nothing."""
+    added = await lifecycle.acknowledge(state.writer, alert_id, body.by, body.note, key.name)
+    if added is None:
+        raise NotFound(f"alert {alert_id} is unknown")
+    response.headers["X-Acknowledged"] = "now" if added else "already"
+    detail = await lifecycle.alert_detail(state.reader, alert_id)
+    assert detail is not None  # alerts are never deleted while the API runs
+    return AlertDetail.model_validate(detail)
+
+
+@router.post(
+    "/{alert_id}/notes",
+    response_model=Note,
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a note to an alert (operate scope)",
+    responses=OPERATE_ERRORS,
+)
+async def add_note(alert_id: AlertIdPath, body: NoteIn, state: StateDep, key: OperateKey) -> Note:
+    note = await lifecycle.add_note(state.writer, alert_id, body.by, body.text, key.name)
+    if note is None:
+        raise NotFound(f"alert {alert_id} is unknown")
+    return Note.model_validate(note)

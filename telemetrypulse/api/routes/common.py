@@ -11,6 +11,7 @@ from telemetrypulse.models import SENSOR_UNITS
 INVALID = {422: {"model": ErrorResponse, "description": "A parameter is invalid (the message names it)"}}
 UNAVAILABLE = {503: {"model": ErrorResponse, "description": "PostgreSQL (or Kafka) is not reachable; retry"}}
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such resource"}}
+BAD_BODY = {400: {"model": ErrorResponse, "description": "The body is not valid JSON"}}
 READ_ERRORS: dict[int | str, dict[str, Any]] = {**INVALID, **UNAVAILABLE}
 
 

@@ -6,14 +6,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from telemetrypulse.api.alert_feed import ALERT_COLUMNS
+from telemetrypulse.access import Scope
+from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
+from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.database import WhereClause
 from telemetrypulse.api.deps import ID_PATTERN, DeviceIdPath, LimitQuery, ReaderDep, SiteIdQuery, ZoneIdQuery
 from telemetrypulse.api.errors import NotFound
 from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS, unit_of
 from telemetrypulse.api.schemas import DeviceDetail, DeviceList
 
-router = APIRouter(prefix="/devices", tags=["devices"], responses=READ_ERRORS)
+# Reads need the read scope once some key has it (SPEC §10).
+router = APIRouter(
+    prefix="/devices",
+    tags=["devices"],
+    dependencies=[READ_ACCESS],
+    responses={**READ_ERRORS, **auth_errors(Scope.read)},
+)
 
 AfterQuery = Annotated[
     str | None,
@@ -66,8 +74,8 @@ async def get_device(device_id: DeviceIdPath, reader: ReaderDep) -> DeviceDetail
         device_id,
     )
     alerts = await reader.fetch(
-        f"SELECT {ALERT_COLUMNS} FROM telemetry_alerts WHERE device_id = $1 AND status = 'open'"
-        " ORDER BY opened_at DESC, alert_id DESC",
+        f"SELECT {ALERT_COLUMNS} FROM {ALERT_SOURCE} WHERE a.device_id = $1 AND a.status = 'open'"
+        " ORDER BY a.opened_at DESC, a.alert_id DESC",
         device_id,
     )
     if not latest and not alerts:

@@ -10,12 +10,20 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
+from telemetrypulse.access import Scope
+from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.deps import AtQuery, MetricQuery, ReaderDep, RequiredSensorQuery, WindowQuery
 from telemetrypulse.api.routes.common import READ_ERRORS, level_of, thresholds_of, unit_of
 from telemetrypulse.api.routes.trends import floor_to_window
 from telemetrypulse.api.schemas import Heatmap, HeatmapMetric, WindowSize
 
-router = APIRouter(prefix="/heatmap", tags=["heatmap"], responses=READ_ERRORS)
+# Reads need the read scope once some key has it (SPEC §10).
+router = APIRouter(
+    prefix="/heatmap",
+    tags=["heatmap"],
+    dependencies=[READ_ACCESS],
+    responses={**READ_ERRORS, **auth_errors(Scope.read)},
+)
 
 ZONE_VIEWS = {WindowSize.five_minutes: "telemetry_agg_5m", WindowSize.fifteen_minutes: "telemetry_agg_15m"}
 

@@ -14,7 +14,9 @@ import orjson
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from telemetrypulse.api.deps import ApiKeyDep, StateDep
+from telemetrypulse.access import Scope
+from telemetrypulse.api.auth import IngestKey, auth_errors
+from telemetrypulse.api.deps import StateDep
 from telemetrypulse.api.errors import InvalidParameter, PayloadTooLarge
 from telemetrypulse.api.metrics import INGESTED
 from telemetrypulse.api.routes.common import UNAVAILABLE
@@ -27,7 +29,7 @@ MAX_EVENT_BYTES = 64 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "API_KEY is set and X-API-Key is missing or wrong"},
+    **auth_errors(Scope.ingest),
     413: {"model": ErrorResponse, "description": "Body too large"},
     422: {"model": ErrorResponse, "description": "Not a valid event (error codes as in the DLQ: SPEC §6)"},
     **UNAVAILABLE,
@@ -110,7 +112,7 @@ def _refused(invalid: Invalid, location: str = "body") -> InvalidParameter:
     summary="Submit one event",
     openapi_extra=_body_doc(EVENT_SCHEMA),
 )
-async def ingest_one(request: Request, state: StateDep, _auth: ApiKeyDep) -> IngestAccepted:
+async def ingest_one(request: Request, state: StateDep, _key: IngestKey) -> IngestAccepted:
     """Body: one event object (SPEC §3). 422 names the first rule it breaks, with the DLQ's error code."""
     raw = await _read_body(request, MAX_EVENT_BYTES)
     result = validate_event(raw, now_us())
@@ -129,7 +131,7 @@ async def ingest_one(request: Request, state: StateDep, _auth: ApiKeyDep) -> Ing
     summary="Submit up to 1000 events",
     openapi_extra=_body_doc(BATCH_SCHEMA),
 )
-async def ingest_batch(request: Request, state: StateDep, _auth: ApiKeyDep) -> IngestBatchResult:
+async def ingest_batch(request: Request, state: StateDep, _key: IngestKey) -> IngestBatchResult:
     """Body: a JSON array of 1-1000 events. The valid ones are produced and the rest reported by index
     (202); if none is valid, 422 with every item's error."""
     raw = await _read_body(request, MAX_BATCH_BYTES)

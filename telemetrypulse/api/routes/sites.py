@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from telemetrypulse.access import Scope
+from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.deps import ReaderDep
 from telemetrypulse.api.routes.common import UNAVAILABLE
 from telemetrypulse.api.schemas import SiteList
 
-router = APIRouter(prefix="/sites", tags=["sites"], responses=UNAVAILABLE)
+# Reads need the read scope once some key has it (SPEC §10).
+router = APIRouter(
+    prefix="/sites",
+    tags=["sites"],
+    dependencies=[READ_ACCESS],
+    responses={**UNAVAILABLE, **auth_errors(Scope.read)},
+)
 
 SITES_SQL = """
 SELECT site_id,

@@ -11,12 +11,20 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
+from telemetrypulse.access import Scope
+from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.database import WhereClause
 from telemetrypulse.api.deps import ReaderDep, SiteIdQuery
 from telemetrypulse.api.routes.common import READ_ERRORS, level_of, unit_of
 from telemetrypulse.api.schemas import LiveStatus
 
-router = APIRouter(prefix="/status", tags=["status"], responses=READ_ERRORS)
+# Reads need the read scope once some key has it (SPEC §10).
+router = APIRouter(
+    prefix="/status",
+    tags=["status"],
+    dependencies=[READ_ACCESS],
+    responses={**READ_ERRORS, **auth_errors(Scope.read)},
+)
 
 
 @router.get(

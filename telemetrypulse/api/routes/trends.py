@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
 
+from telemetrypulse.access import Scope
+from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.database import WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
@@ -26,7 +28,13 @@ from telemetrypulse.api.errors import InvalidParameter
 from telemetrypulse.api.routes.common import READ_ERRORS, unit_of
 from telemetrypulse.api.schemas import Trends, TrendScope, WindowSize
 
-router = APIRouter(prefix="/trends", tags=["trends"], responses=READ_ERRORS)
+# Reads need the read scope once some key has it (SPEC §10).
+router = APIRouter(
+    prefix="/trends",
+    tags=["trends"],
+    dependencies=[READ_ACCESS],
+    responses={**READ_ERRORS, **auth_errors(Scope.read)},
+)
 
 DEFAULT_SPAN = {WindowSize.five_minutes: timedelta(hours=6), WindowSize.fifteen_minutes: timedelta(hours=24)}
 MAX_WINDOWS = 10_000

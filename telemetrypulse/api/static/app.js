@@ -1,5 +1,7 @@
 // TelemetryPulse dashboard: plain JS and SVG, no external library, so it works offline.
 // Polls the read endpoints every few seconds; alerts arrive live over SSE (/alerts/stream).
+// An API key, when the server wants one (reads protected, or acknowledging), is typed once and kept in
+// sessionStorage only: it is gone when the tab closes, and never written to localStorage or a cookie.
 "use strict";
 
 const REFRESH_MS = 5000;
@@ -16,6 +18,9 @@ const THRESHOLDS = {
 };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+const KEY_STORAGE = "telemetrypulse.apiKey";
+const NAME_STORAGE = "telemetrypulse.operator";
+
 const $ = (id) => document.getElementById(id);
 const state = {
   sites: [],
@@ -24,17 +29,89 @@ const state = {
   maxSeq: 0,
   selectedCell: null,
   device: null,
+  alert: null,
+  key: sessionStorage.getItem(KEY_STORAGE) || "",
+  who: sessionStorage.getItem(NAME_STORAGE) || "",
+  keyWaiters: [],
 };
 
 // ---------- helpers ----------
-async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(`${status} ${detail}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+function authHeaders(extra = {}) {
+  const headers = { Accept: "application/json", ...extra };
+  if (state.key) headers["X-API-Key"] = state.key;
+  return headers;
+}
+
+async function api(path, options = {}) {
+  const usedKey = state.key;
+  const init = { method: options.method || "GET", headers: authHeaders() };
+  if (options.body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(path, init);
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(`${response.status} ${detail}`);
+    // A refusal of a request sent before a key was typed is not a reason to ask again.
+    if ((response.status === 401 || response.status === 403) && usedKey === state.key) askForKey(detail);
+    throw new ApiError(response.status, detail);
   }
-  return response.json();
+  return response.status === 204 ? null : response.json();
+}
+
+// ---------- the API key (sessionStorage only) ----------
+function renderKeyState() {
+  const node = $("key-state");
+  node.textContent = state.key ? `key set${state.who ? ` · ${state.who}` : ""}` : "no key";
+  node.classList.toggle("set", Boolean(state.key));
+  $("key-forget").hidden = !state.key;
+  $("key-fields").hidden = Boolean(state.key) && Boolean(state.who);
+  $("key-name").value = state.who;
+}
+
+function askForKey(reason) {
+  const prompt = $("key-prompt");
+  prompt.textContent = `${reason} — type an API key (and your name) at the top right; it is kept for this tab only.`;
+  prompt.hidden = false;
+  $("key-fields").hidden = false;
+  $("key-form").classList.add("wanted");
+}
+
+function whenKeySet() {
+  return new Promise((resolve) => state.keyWaiters.push(resolve));
+}
+
+function useKey(event) {
+  event.preventDefault();
+  const key = $("key-input").value.trim();
+  const who = $("key-name").value.trim();
+  if (key) {
+    state.key = key;
+    sessionStorage.setItem(KEY_STORAGE, key);
+  }
+  state.who = who;
+  if (who) sessionStorage.setItem(NAME_STORAGE, who); else sessionStorage.removeItem(NAME_STORAGE);
+  $("key-input").value = "";
+  $("key-prompt").hidden = true;
+  $("key-form").classList.remove("wanted");
+  renderKeyState();
+  for (const resolve of state.keyWaiters.splice(0)) resolve();
+  refreshLists().then(loadAlerts).then(refreshAll).catch(() => {});
+}
+
+function forgetKey() {
+  state.key = "";
+  sessionStorage.removeItem(KEY_STORAGE);
+  renderKeyState();
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -284,47 +361,79 @@ function alertItem(alert, fresh) {
   const what = `${alert.alert_type} · ${alert.device_id}`;
   const values = `${fmt(alert.value, alert.sensor_type)} → peak ${fmt(alert.peak_value, alert.sensor_type)} (> ${alert.threshold})`;
   const when = alert.resolved_at ? `opened ${shortTime(alert.opened_at)}\nresolved ${shortTime(alert.resolved_at)}` : `opened ${shortTime(alert.opened_at)}`;
+  const ack = alert.acknowledged
+    ? el("span", { class: "ack acked-by", text: `✓ acknowledged by ${alert.acknowledged_by} ${shortTime(alert.acknowledged_at)}` })
+    : el("span", { class: "ack" }, el("button", {
+      type: "button",
+      class: "ack-button",
+      "data-testid": "ack-button",
+      text: "acknowledge",
+      onclick: (event) => { event.stopPropagation(); acknowledge(alert.alert_id); },
+    }));
+  const classes = [alert.status, fresh ? "fresh" : "", alert.acknowledged ? "acked" : "", state.alert === alert.alert_id ? "selected" : ""];
   return el(
     "li",
     {
-      class: `${alert.status}${fresh ? " fresh" : ""}`,
+      class: classes.filter(Boolean).join(" "),
       "data-alert-id": alert.alert_id,
       "data-status": alert.status,
       "data-device": alert.device_id,
-      onclick: () => selectDevice(alert.device_id),
+      "data-acknowledged": String(Boolean(alert.acknowledged)),
+      onclick: () => { selectDevice(alert.device_id); selectAlert(alert.alert_id); },
     },
     el("span", { class: "badge", text: alert.status }),
     el("span", { class: "what", text: what }),
     el("span", { class: "when", text: when }),
     el("span"),
     el("span", { class: "where", text: `${alert.site_id} / ${alert.zone_id} · ${values}` }),
+    ack,
   );
 }
 
 function renderAlerts(freshId) {
   const openOnly = $("al-open-only").checked;
+  const unackedOnly = $("al-unacked").checked;
   const list = [...state.alerts.values()]
-    .filter((a) => !openOnly || a.status === "open")
+    .filter((a) => (!openOnly || a.status === "open") && (!unackedOnly || !a.acknowledged))
     .sort((a, b) => (a.opened_at < b.opened_at ? 1 : a.opened_at > b.opened_at ? -1 : a.alert_id < b.alert_id ? 1 : -1))
     .slice(0, MAX_ALERTS);
   $("alerts").replaceChildren(...list.map((a) => alertItem(a, a.alert_id === freshId)));
-  const open = [...state.alerts.values()].filter((a) => a.status === "open").length;
-  $("al-meta").textContent = `${open} open`;
+  const all = [...state.alerts.values()];
+  const open = all.filter((a) => a.status === "open").length;
+  const unacked = all.filter((a) => a.status === "open" && !a.acknowledged).length;
+  $("al-meta").textContent = `${open} open · ${unacked} unacknowledged`;
+}
+
+// The stream carries the sink's changes; an acknowledgement is the operators' and travels on its own
+// (the list reload and our own POSTs), so a newer stream row must not drop a known acknowledgement.
+function mergeAlert(alert) {
+  const known = state.alerts.get(alert.alert_id);
+  if (known && known.acknowledged && !alert.acknowledged) {
+    for (const k of ["acknowledged", "acknowledged_by", "acknowledged_at"]) alert[k] = known[k];
+  }
+  state.alerts.set(alert.alert_id, alert);
 }
 
 function upsertAlert(alert) {
   const known = state.alerts.get(alert.alert_id);
   if (known && known.change_seq >= alert.change_seq) return;
-  state.alerts.set(alert.alert_id, alert);
+  mergeAlert(alert);
   state.maxSeq = Math.max(state.maxSeq, alert.change_seq);
   renderAlerts(alert.alert_id);
   if (state.device === alert.device_id) refreshDevice();
+  if (state.alert === alert.alert_id) refreshAlert();
 }
 
 async function loadAlerts() {
   const page = await api("/alerts?limit=100");
   for (const alert of page.items) {
-    state.alerts.set(alert.alert_id, alert);
+    const known = state.alerts.get(alert.alert_id);
+    if (known && known.change_seq > alert.change_seq) {
+      // The stream is ahead on the sink's fields; the list is as fresh as any on the acknowledgement.
+      for (const k of ["acknowledged", "acknowledged_by", "acknowledged_at"]) known[k] = alert[k];
+    } else {
+      mergeAlert(alert);
+    }
     state.maxSeq = Math.max(state.maxSeq, alert.change_seq);
   }
   renderAlerts(null);
@@ -336,18 +445,137 @@ function setConn(kind, text) {
   node.textContent = text;
 }
 
-function connectStream() {
-  // since_seq covers the gap between the initial list and the stream; on reconnects the browser
-  // sends Last-Event-ID, which the server prefers.
-  const query = state.maxSeq ? `?since_seq=${state.maxSeq}` : "";
-  const source = new EventSource(`/alerts/stream${query}`);
-  source.addEventListener("hello", () => setConn("live", "live"));
-  source.addEventListener("heartbeat", () => setConn("live", "live"));
-  source.addEventListener("alert", (event) => {
-    setConn("live", "live");
-    upsertAlert(JSON.parse(event.data));
+// Server-sent events read with fetch: EventSource cannot send the X-API-Key header that protected reads
+// need. Reconnects by itself and resumes after the last id it saw (Last-Event-ID), as EventSource does.
+async function connectStream() {
+  let lastId = state.maxSeq ? String(state.maxSeq) : "";
+  for (;;) {
+    try {
+      const usedKey = state.key;
+      const headers = authHeaders({ Accept: "text/event-stream" });
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await fetch("/alerts/stream", { headers, cache: "no-store" });
+      if (response.status === 401 || response.status === 403) {
+        if (usedKey !== state.key) continue;  // a key was typed meanwhile: try it
+        let detail = response.statusText;
+        try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+        setConn("down", "key needed");
+        askForKey(detail);
+        await whenKeySet();
+        continue;
+      }
+      if (!response.ok || !response.body) throw new Error(`stream: ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const message = { event: "message", data: [], id: null };
+          for (const line of block.split("\n")) {
+            if (!line || line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+            if (field === "event") message.event = text;
+            else if (field === "data") message.data.push(text);
+            else if (field === "id") message.id = text;
+          }
+          if (message.id) lastId = message.id;
+          setConn("live", "live");
+          if (message.event === "alert") upsertAlert(JSON.parse(message.data.join("\n")));
+        }
+      }
+    } catch (_) { /* dropped: reconnect below */ }
+    setConn("wait", "reconnecting…");
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+}
+
+// ---------- acknowledge, notes, timeline ----------
+function needOperator() {
+  if (state.key && state.who) return false;
+  askForKey(state.key ? "Your name is needed to acknowledge or annotate" : "Acknowledging needs an API key with scope operate");
+  return true;
+}
+
+async function acknowledge(alertId) {
+  if (needOperator()) return;
+  try {
+    const detail = await api(`/alerts/${alertId}/ack`, { method: "POST", body: { by: state.who } });
+    const known = state.alerts.get(alertId) || detail;
+    state.alerts.set(alertId, { ...known, acknowledged: detail.acknowledged, acknowledged_by: detail.acknowledged_by, acknowledged_at: detail.acknowledged_at });
+    renderAlerts(null);
+    if (state.alert === alertId) renderAlertDetail(detail);
+    if (state.device === detail.device_id) refreshDevice();
+  } catch (error) {
+    $("ad-meta").textContent = `acknowledge failed: ${error.message}`;
+  }
+}
+
+function selectAlert(alertId) {
+  state.alert = alertId;
+  renderAlerts(null);
+  refreshAlert();
+}
+
+async function refreshAlert() {
+  const alertId = state.alert;
+  if (!alertId) return;
+  try {
+    const detail = await api(`/alerts/${alertId}`);
+    if (state.alert === alertId) renderAlertDetail(detail);
+  } catch (error) {
+    $("alert-detail").replaceChildren(el("p", { class: "empty", text: `alert: ${error.message}` }));
+  }
+}
+
+function renderAlertDetail(detail) {
+  $("ad-meta").textContent = `${detail.alert_type} · ${detail.device_id} · ${detail.status} · severity ${detail.severity}`;
+  const ack = detail.acknowledgement
+    ? el("p", { class: "acked-by", "data-testid": "ack-state", text: `✓ acknowledged by ${detail.acknowledgement.by} at ${shortTime(detail.acknowledgement.at)}${detail.acknowledgement.note ? ` — ${detail.acknowledgement.note}` : ""}` })
+    : el("p", { "data-testid": "ack-state" }, el("button", { type: "button", "data-testid": "detail-ack-button", text: "acknowledge", onclick: () => acknowledge(detail.alert_id) }));
+  const notes = detail.notes.length
+    ? el("ol", { "data-testid": "notes" }, ...detail.notes.map((n) => el("li", { "data-testid": "note" }, el("span", { class: "t", text: shortTime(n.created_at) }), el("span", { class: "kind", text: n.by }), el("span", { text: n.text }))))
+    : el("p", { class: "empty", text: "No notes yet." });
+  const input = el("textarea", { "data-testid": "note-input", maxlength: "4000", placeholder: "add a note…" });
+  const error = el("p", { class: "error" });
+  const submit = el("button", {
+    type: "button",
+    "data-testid": "note-submit",
+    text: "add note",
+    onclick: async () => {
+      const text = input.value.trim();
+      if (!text || needOperator()) return;
+      try {
+        await api(`/alerts/${detail.alert_id}/notes`, { method: "POST", body: { by: state.who, text } });
+        input.value = "";
+        refreshAlert();
+      } catch (e) {
+        error.textContent = `note not saved: ${e.message}`;
+      }
+    },
   });
-  source.onerror = () => setConn(source.readyState === EventSource.CLOSED ? "down" : "wait", "reconnecting…");
+  const timeline = el("ol", { "data-testid": "timeline" }, ...detail.timeline.map((e) => el(
+    "li",
+    { "data-kind": e.kind },
+    el("span", { class: "t", text: shortTime(e.at) }),
+    el("span", { class: "kind", text: e.kind }),
+    el("span", { text: [e.by, e.text].filter(Boolean).join(": ") }),
+  )));
+  $("alert-detail").replaceChildren(el(
+    "div",
+    { class: "alert-detail" },
+    el("h3", { text: `${detail.alert_type} · ${detail.device_id} · ${detail.site_id} / ${detail.zone_id} · peak ${fmt(detail.peak_value, detail.sensor_type)}` }),
+    ack,
+    el("div", { class: "cols" },
+      el("div", {}, el("h3", { text: "Notes" }), notes, input, submit, error),
+      el("div", {}, el("h3", { text: "Timeline" }), timeline)),
+  ));
 }
 
 // ---------- device drill-down ----------
@@ -430,7 +658,7 @@ async function refreshLists() {
 }
 
 async function refreshAll() {
-  await Promise.all([refreshHeatmap(), refreshTrends(), refreshDevice()]);
+  await Promise.all([refreshHeatmap(), refreshTrends(), refreshDevice(), refreshAlert()]);
   setUpdated();
 }
 
@@ -445,14 +673,19 @@ async function main() {
   $("tr-scope").addEventListener("change", () => { updateScopeVisibility(); refreshTrends(); });
   $("dev-select").addEventListener("change", () => { state.device = $("dev-select").value || null; refreshDevice(); });
   $("al-open-only").addEventListener("change", () => renderAlerts(null));
+  $("al-unacked").addEventListener("change", () => renderAlerts(null));
+  $("key-form").addEventListener("submit", useKey);
+  $("key-forget").addEventListener("click", forgetKey);
   updateScopeVisibility();
+  renderKeyState();
 
   await refreshLists();
   try { await loadAlerts(); } catch (error) { $("al-meta").textContent = `alerts unavailable: ${error.message}`; }
   connectStream();
   await refreshAll();
   setInterval(refreshAll, REFRESH_MS);
-  setInterval(refreshLists, LISTS_REFRESH_MS);
+  // The list reload also brings acknowledgements made by other operators.
+  setInterval(() => { refreshLists(); loadAlerts().catch(() => {}); }, LISTS_REFRESH_MS);
 }
 
 main();

@@ -8,10 +8,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import numpy as np
 import pytest
 
-from telemetrypulse import sink
+from telemetrypulse import changes
+from telemetrypulse.changes import AlertRow
 from telemetrypulse.notify.outbox import Outbox
+from telemetrypulse.sink.batch import BatchBuilder, decode_record
+from telemetrypulse.sink.writer import PostgresWriter
 from telemetrypulse.webhooks import Receiver, parse_alert_message, plan_deliveries
 from tests.api.conftest import api_settings, app_client, insert_alert, new_alert
 
@@ -155,18 +159,32 @@ async def test_the_sinks_writes_never_erase_what_operators_added(lc, api_dsn):
     await lc.post(f"{path}/notes", json={"by": "bob", "text": "kept"}, headers=AS_OPERATOR)
     before = (await lc.get(path)).json()
 
-    # The worker's sink: a late resolve, then the open message replayed, exactly as sink.py writes them.
+    # The sink's own writes: a late resolve, then the open row replayed, through the sink's writer.
     message = {
         **{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in opened.items()},
         "opened_at": opened["opened_at"].isoformat(),
     }
+    fields = set(AlertRow.__struct_fields__)
     resolved = dict(message, status="resolved", peak_value=1500.0, resolved_at=datetime.now(UTC).isoformat())
-    conn = await asyncpg.connect(api_dsn)
+    writer = PostgresWriter(api_dsn, "test-sink")
     try:
         for alert in (resolved, message):
-            await conn.execute(sink.UPSERT_ALERT, *sink._alert_args(alert))
+            row = AlertRow(**{k: v for k, v in alert.items() if k in fields})
+            builder = BatchBuilder()
+            for value in changes.encode(
+                partition=0,
+                first_offset=0,
+                last_offset=0,
+                dims=[],
+                raw=np.zeros(0, changes.RAW_ROW),
+                windows=np.zeros(0, changes.WINDOW_ROW),
+                latest=np.zeros(0, changes.LATEST_ROW),
+                alerts=[row],
+            ):
+                builder.add(decode_record(value))
+            await writer.write(builder.build())
     finally:
-        await conn.close()
+        await writer.close()
 
     after = (await lc.get(path)).json()
     assert after["status"] == "resolved" and after["peak_value"] == 1500.0

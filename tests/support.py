@@ -301,6 +301,7 @@ class Pipeline:
         internal = [
             f"{self.app_id}-changes",
             f"{self.app_id}-partition-state-changelog",
+            f"{self.app_id}-rules",
         ]
         return [self.topic_events, self.topic_alerts, self.topic_dlq, *internal]
 

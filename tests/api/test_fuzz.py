@@ -48,7 +48,8 @@ async def fuzz_server(stack, api_dsn, dataset):
         with live_api(env, "fuzz") as api:
             yield api
     finally:
-        await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]])
+        rules_topic = f"{env['APP_ID']}-rules"  # created by the fuzzed PUT /rules
+        await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"], rules_topic])
 
 
 def load_schema():

@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
@@ -60,6 +60,10 @@ AcknowledgedQuery = Annotated[
     bool | None, Query(description="Only acknowledged (true) or only unacknowledged (false) alerts")
 ]
 SeverityQuery = Annotated[Severity | None, Query(description="Only alerts of this severity")]
+RuleKindQuery = Annotated[
+    Literal["threshold", "stale"] | None,
+    Query(description="Only threshold alerts (run-time rules) or only stale-sensor alerts"),
+]
 
 MAX_SEQ = 2**63 - 1
 RECONNECT_MS = 3000
@@ -99,6 +103,7 @@ async def list_alerts(
     since: SinceQuery = None,
     acknowledged: AcknowledgedQuery = None,
     severity: SeverityQuery = None,
+    rule: RuleKindQuery = None,
     limit: LimitQuery = 100,
     cursor: CursorQuery = None,
 ) -> AlertPage:
@@ -107,7 +112,7 @@ async def list_alerts(
     where.equals("a.status", status.value if status else None).equals("a.site_id", site_id)
     where.equals("a.zone_id", zone_id).equals("a.device_id", device_id)
     where.equals("a.sensor_type", sensor_type.value if sensor_type else None)
-    where.equals("a.severity", severity)
+    where.equals("a.severity", severity).equals("a.rule", rule)
     if acknowledged is not None:
         where.add("k.alert_id IS NOT NULL" if acknowledged else "k.alert_id IS NULL")
     if since is not None:

@@ -98,8 +98,8 @@ def _value(device: str, sensor: str, step: int, rng: random.Random) -> float:
             return 1.5 if step in (10, 11) or 30 <= step <= 35 else 4 + noise / 10
         if device == "lab.cold.d2":  # below 2 from step 70 on; the rule is deleted at step 75
             return 1.2 if step >= 70 else 4 + noise / 10
-        if device == "office.z1.d2":  # around the device override's 25 / 24
-            return 26 if step % 20 in (5, 6, 7) else 23 + noise / 10
+        if device == "office.z1.d2":  # around the device override's 25 / 24; still over it at the end
+            return 26 if step % 20 in (5, 6, 7) or step >= 85 else 23 + noise / 10
         return 22 + noise / 10
     if sensor == "humidity":
         if device.startswith("office"):  # over 60 at steps 20-30 (opens at 24); two readings at 50-51 (none)

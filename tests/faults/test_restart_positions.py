@@ -7,11 +7,9 @@ still waiting when recovery pauses the last changelog partition (held there by t
 `tests/faults/holds/sitecustomize.py`). Before the fix that fetch drained every buffered record, Faust dropped
 them, and nothing sought the partitions without a committed offset back: the rows never reached PostgreSQL.
 
-F10 asks the same of the sink process.
-
 F9 is the sequence seen from outside, with real timing: workers killed before they are ready, one killed while
 it waits for a database that refuses logins, one killed seconds after it became ready with events flowing,
-then a last restart. Both end exactly the SPEC model's.
+then a last restart. F10 asks the same of the sink process. All end exactly the SPEC model's.
 """
 
 from __future__ import annotations

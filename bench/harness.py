@@ -589,7 +589,7 @@ class Deployment:
 
     @property
     def changelog_topic(self) -> str:
-        return f"{self.app_id}-device-state-changelog"
+        return f"{self.app_id}-partition-state-changelog"
 
     async def worker_output_topics(self) -> list[str]:
         """What the worker writes to Kafka: its changes topic, its tables' changelogs, alerts and dead letters

@@ -228,6 +228,10 @@ class Worker:
             os.kill(self.pid, signal.SIGKILL)
             self.process.wait(10)
 
+    def current_log(self) -> str:
+        """The log of the latest start only."""
+        return self.log_text().split(f"===== start {self.starts - 1} =====")[-1]
+
     def log_text(self, start: int | None = None) -> str:
         """The whole log, or only what the given start (0, 1, …) wrote."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -244,10 +248,6 @@ class Sink(Worker):
         """SIGTERM, wait (SIGKILL after `timeout`); the exit code."""
         self.stop(timeout)
         return self.process.returncode if self.process is not None else None
-
-    def current_log(self) -> str:
-        """The log of the latest start only."""
-        return self.log_text().split(f"===== start {self.starts - 1} =====")[-1]
 
 
 def notifier_command() -> list[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -37,17 +36,11 @@ async def ensure_rules_topic(settings: Settings) -> None:
 
 
 class RuleFeed:
-    """Follows the rules topic into `book`; `on_revision(revision)` is called after each message added."""
+    """Follows the rules topic into `book` (partitions poll `book.revision` between slices and every second)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        book: RuleBook | None = None,
-        on_revision: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, book: RuleBook | None = None) -> None:
         self.settings = settings
         self.book = book or RuleBook()
-        self.on_revision = on_revision
         self._tp = TopicPartition(settings.topic_rules, 0)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -132,5 +125,3 @@ class RuleFeed:
             metrics.RULES_REVISION.set(self.book.revision)
             async with self._changed:
                 self._changed.notify_all()
-            if self.on_revision is not None:
-                self.on_revision(self.book.revision)

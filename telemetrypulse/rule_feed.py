@@ -35,6 +35,17 @@ async def ensure_rules_topic(settings: Settings) -> None:
     await ensure_topics(settings, [settings.topic_rules], 1, configs=RULES_TOPIC_CONFIG)
 
 
+def rules_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
+    """A reader of the whole rules topic: no group (every reader reads every version), nothing committed."""
+    return AIOKafkaConsumer(
+        **aiokafka_options(settings),
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
 class RuleFeed:
     """Follows the rules topic into `book` (partitions poll `book.revision` between slices and every second)."""
 
@@ -49,13 +60,7 @@ class RuleFeed:
     async def start(self) -> None:
         """Create the topic if missing, read it to its current end, then follow it in the background."""
         await ensure_rules_topic(self.settings)
-        consumer = AIOKafkaConsumer(
-            **aiokafka_options(self.settings),
-            client_id=f"{self.settings.app_id}-rules",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = rules_consumer(self.settings, f"{self.settings.app_id}-rules")
         await consumer.start()
         self._consumer = consumer
         consumer.assign([self._tp])

@@ -948,14 +948,16 @@ class PartitionState:
         raised = bool(self._stale_raised[d, s])
         episode = self._episodes.get((d, s, STALE))
         since = -1
-        for k in events.tolist():
-            a = int(order[k])
+        for k in [*events.tolist(), n]:  # n: the end of the batch, after the sensor's last event
             if latest_ts is not None and not raised:
                 hit = stale.first_exceeding(after, before, since, k, latest_ts + stale_us)
                 if hit is not None:
                     key = (int(acc.offset[order[hit[0]]]), hit[1], self._names[d], s)
                     episode = self._raise_stale(d, s, outputs, key, batch, acc, latest_at)
                     raised = True
+            if k == n:
+                break
+            a = int(order[k])
             ts = int(acc.ts[a])
             if episode is not None:
                 resolved = alerts.stale_resolved(episode, ts, _uuid_text(acc.ids[a]))
@@ -964,12 +966,6 @@ class PartitionState:
             if latest_ts is None or ts >= latest_ts:
                 latest_ts, latest_at, raised = ts, a, False
             since = k
-        if latest_ts is not None and not raised:
-            hit = stale.first_exceeding(after, before, since, n, latest_ts + stale_us)
-            if hit is not None:
-                key = (int(acc.offset[order[hit[0]]]), hit[1], self._names[d], s)
-                episode = self._raise_stale(d, s, outputs, key, batch, acc, latest_at)
-                raised = True
         if episode is None:
             self._episodes.pop((d, s, STALE), None)
         else:

@@ -21,9 +21,9 @@ from telemetrypulse.api.database import Reader, Writer
 from telemetrypulse.api.errors import DATABASE_DOWN, KafkaUnavailable, ServiceUnavailable
 from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.models import from_us
-from telemetrypulse.rule_feed import ensure_rules_topic
+from telemetrypulse.rule_feed import ensure_rules_topic, rules_consumer
 from telemetrypulse.rules import RuleError, RuleVersion, decode_version, encode_version, parse_effective_from
-from telemetrypulse.settings import Settings, aiokafka_options
+from telemetrypulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,7 @@ class RuleHistory:
         while True:
             consumer: AIOKafkaConsumer | None = None
             try:
-                consumer = AIOKafkaConsumer(
-                    **aiokafka_options(self.settings),
-                    client_id=f"{self.settings.app_id}-api-rules",
-                    group_id=None,
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                )
+                consumer = rules_consumer(self.settings, f"{self.settings.app_id}-api-rules")
                 await consumer.start()
                 # The first worker or the first PUT creates the topic; a reading API waits for it.
                 while self.topic not in await consumer.topics():

@@ -584,7 +584,7 @@ def _producer(settings: Settings, *, burst: bool) -> AIOKafkaProducer:
 
     return AIOKafkaProducer(
         **aiokafka_options(settings),
-        client_id=f"{settings.app_id}-simulator",
+        client_id=settings.names.client_id("simulator"),
         acks="all",
         enable_idempotence=True,
         linger_ms=20 if burst else 5,

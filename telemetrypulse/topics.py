@@ -26,7 +26,7 @@ async def ensure_topics(
     topic would move devices between partitions). Returns once every topic is visible in the cluster metadata,
     so a producer started right after finds them. Broker errors other than "already exists" are raised.
     """
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings), client_id=f"{settings.app_id}-admin")
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings), client_id=settings.names.client_id("admin"))
     await admin.start()
     try:
         # list_topics() asks for all topics; a metadata request naming a missing topic would let a broker with

@@ -50,7 +50,7 @@ STOP_GRACE_EXTRA_S = 5.0
 
 
 def consumer_group(settings: Settings) -> str:
-    return f"{settings.app_id}-notifier"
+    return settings.names.notifier_group
 
 
 def check_settings(settings: Settings) -> None:

@@ -18,7 +18,15 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # What a fresh clone has, without anything a local run leaves behind.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".devstack", "test-output", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    ".git",
+    ".venv",
+    ".devstack",
+    "test-output",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
 )
 
 

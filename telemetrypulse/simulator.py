@@ -609,7 +609,7 @@ async def produce(
         raise ValueError("rate must be > 0 unless burst")
     stop = stop or asyncio.Event()
     if create_topic:
-        from telemetrypulse.topics import ensure_topics
+        from telemetrypulse.kafka_admin import ensure_topics
 
         await ensure_topics(settings, [topic], settings.topic_partitions)
     producer = _producer(settings, burst=burst)

@@ -50,7 +50,7 @@ app.topics.add(events_topic)
 
 
 async def ensure_pipeline_topics(settings_=settings) -> None:
-    from telemetrypulse.topics import ensure_topics
+    from telemetrypulse.kafka_admin import ensure_topics
 
     await ensure_topics(
         settings_,
@@ -70,8 +70,8 @@ async def ensure_changelog_topics(settings_=settings, timeout_s: float = 30.0) -
     """
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from telemetrypulse.kafka_admin import wait_until_visible
     from telemetrypulse.settings import aiokafka_options
-    from telemetrypulse.topics import _wait_visible
 
     tables = [partition_state_table]
     for table in tables:
@@ -79,6 +79,6 @@ async def ensure_changelog_topics(settings_=settings, timeout_s: float = 30.0) -
     admin = AIOKafkaAdminClient(**aiokafka_options(settings_), client_id=settings_.names.client_id("admin"))
     await admin.start()
     try:
-        await _wait_visible(admin, [table.changelog_topic_name for table in tables], timeout_s)
+        await wait_until_visible(admin, [table.changelog_topic_name for table in tables], timeout_s)
     finally:
         await admin.close()

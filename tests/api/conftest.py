@@ -65,7 +65,7 @@ def api_settings(stack: dict[str, str], dsn: str, **overrides) -> Settings:
 async def app_client(settings: Settings, **options):
     """The app with its lifespan run, and an httpx client talking to it in-process."""
     from telemetrypulse.api.main import create_app
-    from telemetrypulse.api.state import ApiOptions
+    from telemetrypulse.api.resources import ApiOptions
 
     app = create_app(settings, ApiOptions(**options))
     async with app.router.lifespan_context(app):

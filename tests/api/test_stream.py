@@ -13,7 +13,7 @@ import pytest
 
 from telemetrypulse import db
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.data_access import Reader
 from tests.api.conftest import insert_alert, live_api, live_api_env, new_alert
 
 pytestmark = pytest.mark.integration

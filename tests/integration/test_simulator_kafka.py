@@ -18,9 +18,9 @@ from itertools import islice
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.settings import Settings
 from telemetrypulse.simulator import VALID, Simulator, produce
-from telemetrypulse.topics import ensure_topics
 from tests import support
 
 pytestmark = pytest.mark.integration

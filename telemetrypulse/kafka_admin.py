@@ -50,7 +50,7 @@ async def ensure_topics(
                     message = rest[0] if rest and rest[0] else for_code(code).description
                     raise for_code(code)(f"cannot create topic {topic!r}: {message}")
             log.info("created topics %s (%d partitions, replication %d)", missing, partitions, replication)
-            await _wait_visible(admin, missing, timeout_s)
+            await wait_until_visible(admin, missing, timeout_s)
     finally:
         await admin.close()
 
@@ -67,7 +67,7 @@ def _warn_partition_mismatch(described: list[dict], partitions: int) -> None:
             )
 
 
-async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+async def wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
     """Until every topic is in the metadata with a leader for each partition (creation is asynchronous)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

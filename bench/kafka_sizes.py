@@ -79,12 +79,3 @@ async def topic_sizes(bootstrap: str, names: list[str] | None = None) -> dict[st
     finally:
         await admin.close()
     return sizes
-
-
-async def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return sorted(n for n in await admin.list_topics() if n.startswith(prefix))
-    finally:
-        await admin.close()

@@ -204,7 +204,7 @@ def test_dockerfile_installs_the_package():
 
 
 def test_make_run_supervises_every_process():
-    from telemetrypulse.devstack import system_commands
+    from devkit.supervisor import system_commands
 
     commands = {name: [Path(cmd[0]).name, *cmd[1:]] for name, cmd in system_commands().items()}
     assert commands == {

@@ -114,8 +114,8 @@ class CpuLedger:
             "bench_children": me.children_user + me.children_system,
         }
         if self.pipeline is not None:
-            for service in self.pipeline.services:
-                out[service.name] = tree_cpu_seconds(service.pid)
+            for role, service in self.pipeline.roles.items():
+                out[role] = tree_cpu_seconds(service.pid)
         if "kafka" in self.stack:
             out["kafka"] = cpu_seconds(self.stack["kafka"])
         if "postgres" in self.stack:
@@ -128,7 +128,7 @@ class CpuLedger:
         known = sum(v for k, v in spent.items() if k != "machine")
         spent["other"] = max(0.0, spent["machine"] - known)
         if self.pipeline is not None:
-            spent["pipeline"] = sum(spent.get(s.name, 0.0) for s in self.pipeline.services)
+            spent["pipeline"] = sum(spent.get(role, 0.0) for role in self.pipeline.roles)
         return spent
 
 
@@ -196,8 +196,13 @@ class Pipeline:
         self.sink = sink
 
     @property
+    def roles(self) -> dict[str, ChildProcess]:
+        """The processes by role, `worker` and `sink`: the keys of the CPU figures."""
+        return {"worker": self.worker, **({"sink": self.sink} if self.sink else {})}
+
+    @property
     def services(self) -> list[ChildProcess]:
-        return [self.worker, *([self.sink] if self.sink else [])]
+        return list(self.roles.values())
 
     @property
     def pids(self) -> list[int]:

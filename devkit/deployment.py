@@ -37,7 +37,9 @@ OWN_VARIABLES = ("KAFKA_", "TOPIC_", "APP_ID", "DATA_DIR", "DATABASE_URL", "WIND
 class Deployment:
     """`kind` and `label` name everything it creates (`tp-test-…`, `tp-bench-keepup-…`). Give `dsn` to use a database
     made elsewhere (then not dropped), `events_topic` to read another deployment's events (then not deleted), `tmp`
-    for the state folders (then not removed). `setup()` creates the rest, `close()` removes what it created."""
+    for the state folders (then not removed). `setup()` creates the rest, `close()` removes what it created.
+    Process logs go to `logs/<APP_ID>-<process>-<n>.log` (every test's kept), or with `fresh_logs` to
+    `logs/<label>-<process>-<n>.log`, rewritten by each run (the bench's)."""
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ partition up to the end offsets as they were when it began)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
@@ -27,11 +28,19 @@ Message = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, 
 # --------------------------------------------------------------------------------------------- topics and offsets
 
 
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int, timeout_s: float = 30) -> None:
-    """Create the topics and wait for a leader on every partition (creation is asynchronous)."""
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int, timeout_s: float = 30) -> None:
+    """Create the topics and wait for a leader on every partition (creation is asynchronous)."""
+    async with admin_client(bootstrap) as admin:
         await admin.create_topics(
             [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
         )
@@ -47,41 +56,26 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int, t
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"topics {list(names)} not ready after {timeout_s:.0f} s")
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
     """Best effort: names are unique per test or pass, so a leftover harms nobody."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [n for n in names if n in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    except Exception:
-        pass
-    finally:
-        await admin.close()
+    with contextlib.suppress(Exception):
+        async with admin_client(bootstrap) as admin:
+            existing = set(await admin.list_topics())
+            doomed = [n for n in names if n in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
 
 
 async def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         return sorted(n for n in await admin.list_topics() if n.startswith(prefix))
-    finally:
-        await admin.close()
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     return sorted(p["partition"] for t in described for p in t.get("partitions") or ())
 
 

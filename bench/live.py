@@ -43,6 +43,7 @@ from devkit.databases import window_sums
 from devkit.epoch import EPOCH
 from devkit.processes import ChildProcess
 from telemetrypulse.simulator import Topology
+from telemetrypulse.state import PARTITION_KEY, decode_device_record
 
 PROBE_DEVICES = 96  # a sample: each costs PostgreSQL one index probe per poll
 
@@ -268,25 +269,26 @@ class Step:
 
 
 async def state_sample(dep: harness.BenchDeployment) -> dict:
-    """How big the state records have grown (the latest record of the most recently written keys). Only for an
-    engine whose state changelog holds JSON records; another encoding (today's binary snapshots) gives {}."""
+    """How big the worker's device records are (the latest snapshot record of the most recently written devices,
+    from the partition-state changelog): bytes, dedup ids and open windows per device."""
     try:
         values, _, _ = await kafka_io.latest_per_key(
             dep.bootstrap, dep.names.partition_state_changelog, tail=300
         )
-        records = [orjson.loads(v) for v in values.values()]
-    except (orjson.JSONDecodeError, KafkaError, TimeoutError):
+    except (KafkaError, TimeoutError):
         return {}
-    if not records or not all(isinstance(r, dict) for r in records):
+    records = {key: value for key, value in values.items() if key != PARTITION_KEY}
+    if not records:
         return {}
-    n = len(records)
+    decoded = [decode_device_record(v) for v in records.values()]
+    n = len(decoded)
+    total = sum(map(len, records.values()))
     return {
         "devices_sampled": n,
-        "record_bytes_avg": sum(map(len, values.values())) / n,
-        "seen_ids_avg": sum(len(r.get("seen", ())) for r in records) / n,
-        "seen_bytes_share": sum(len(orjson.dumps(r.get("seen", {}))) for r in records)
-        / max(1, sum(map(len, values.values()))),
-        "windows_avg": sum(len(r.get("win", ())) for r in records) / n,
+        "record_bytes_avg": total / n,
+        "seen_ids_avg": sum(len(r.ids) // 16 for r in decoded) / n,
+        "seen_bytes_share": sum(len(r.ids) + len(r.id_age) for r in decoded) / max(1, total),
+        "windows_avg": sum(len(r.window_rows()) for r in decoded) / n,
     }
 
 

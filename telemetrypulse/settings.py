@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The PostgreSQL sink process (`telemetrypulse sink`).
     sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
-    sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
+    # Change records per transaction, at most: live records are small (one per worker slice), and more of them per
+    # transaction means fewer statements and more rows coalesced; memory is bounded by the fetch size anyway.
+    sink_batch_max_records: int = Field(1000, ge=1, le=100_000)
 
     # The webhook notifier (`telemetrypulse notify`, SPEC §10). URLs may carry a receiver's token: secret.
     webhook_urls: SecretStr | None = None

@@ -331,11 +331,12 @@ class FaultRun:
         fault.error = f"no progress within {PROGRESS_LIMIT_S:.0f}s: {last}"
         raise AssertionError(f"V6 {fault.label}: {fault.error}")
 
-    async def kill_and_restart(self, worker: ChildProcess, label: str) -> Fault:
-        """The fault `label`: SIGKILL the worker and start it again at once; then V6, from the restart."""
+    async def kill_and_restart(self, process: ChildProcess, label: str) -> Fault:
+        """The fault `label`: SIGKILL a process of the pipeline (a worker, the sink) and start it again at once;
+        then V6, from the restart."""
         fault = self.fault(label)
-        worker.kill()
-        worker.start()
+        process.kill()
+        process.start()
         await self.progress(fault)
         return fault
 

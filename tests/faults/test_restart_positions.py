@@ -9,7 +9,7 @@ them, and nothing sought the partitions without a committed offset back: the row
 
 F9 is the sequence seen from outside, with real timing: workers killed before they are ready, one killed while
 it waits for a database that refuses logins, one killed seconds after it became ready with events flowing,
-then a last restart. Both end exactly the SPEC model's.
+then a last restart. F10 asks the same of the sink process. All end exactly the SPEC model's.
 """
 
 from __future__ import annotations
@@ -111,5 +111,39 @@ async def test_f9_quick_successive_restarts_with_a_database_outage(pipeline, sta
         await run.kill_and_restart(
             worker, "SIGKILL 2 s after ready, after 4 earlier kills and a database outage"
         )
+        result = await run.verify()
+    run.report(result)
+
+
+async def test_f10_the_sink_killed_in_quick_succession_and_through_a_database_outage(pipeline, stack):
+    """The same question for the sink process (issue 10): its positions come from PostgreSQL, written with the rows;
+    a partition without one starts from its beginning. Kill it before its first transaction, while it waits for a
+    database that refuses logins, and right after it wrote, with events flowing: PostgreSQL ends exact."""
+    rng = random.Random(110)
+    dataset = build_dataset(seed=110)
+    database = pipeline.dsn.rsplit("/", 1)[1]
+    worker = pipeline.add_worker()  # starts the deployment's sink too
+    sink = pipeline.sinks[0]
+    worker.start()
+    await worker.wait_ready()
+    async with FaultRun(pipeline, dataset, "F10-sink-quick-restarts-db-outage", chunks=40, pause_s=0.5) as run:
+        await run.reached(0.1)
+        for _ in range(3):
+            sink.kill()
+            sink.start()
+            await asyncio.sleep(rng.uniform(0.5, 3))
+        await _refuse_logins(stack["DATABASE_URL"], database, refuse=True)
+        try:
+            sink.kill()
+            sink.start()
+            await asyncio.sleep(5)
+            sink.kill()
+            worker.kill()  # the worker too, while the sink is down
+            worker.start()
+        finally:
+            await _refuse_logins(stack["DATABASE_URL"], database, refuse=False)
+        sink.start()
+        await wait_for(lambda: run.raw_rows(), 60, what="the sink writing again")
+        await run.kill_and_restart(sink, "sink SIGKILL right after it wrote, with events flowing")
         result = await run.verify()
     run.report(result)

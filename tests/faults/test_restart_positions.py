@@ -125,7 +125,9 @@ async def test_f10_the_sink_killed_in_quick_succession_and_through_a_database_ou
     sink = pipeline.sinks[0]
     worker.start()
     await pipeline.wait_processing(worker)
-    async with FaultRun(pipeline, dataset, "F10-sink-quick-restarts-db-outage", chunks=40, pause_s=0.5) as run:
+    async with FaultRun(
+        pipeline, dataset, "F10-sink-quick-restarts-db-outage", chunks=40, pause_s=0.5
+    ) as run:
         await run.reached(0.1)
         for _ in range(3):
             sink.kill()

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from telemetrypulse import metrics
+from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.rules import RuleBook, RuleError, decode_version
 from telemetrypulse.settings import Settings, aiokafka_options
-from telemetrypulse.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class RuleFeed:
     async def start(self) -> None:
         """Create the topic if missing, read it to its current end, then follow it in the background."""
         await ensure_rules_topic(self.settings)
-        consumer = rules_consumer(self.settings, f"{self.settings.app_id}-rules")
+        consumer = rules_consumer(self.settings, self.settings.names.client_id("rules"))
         await consumer.start()
         self._consumer = consumer
         consumer.assign([self._tp])

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetrypulse.access import KeyRing, parse_api_keys
 from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.names import InternalNames, internal_names
 from telemetrypulse.webhooks import parse_webhook_urls
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -188,19 +189,24 @@ class Settings(BaseSettings):
         )
 
     @property
+    def names(self) -> InternalNames:
+        """The internal topic and group names of this deployment (derived from APP_ID)."""
+        return internal_names(self.app_id)
+
+    @property
     def topic_changes(self) -> str:
         """The worker's change records for the sink (internal: named by APP_ID)."""
-        return f"{self.app_id}-changes"
+        return self.names.changes_topic
 
     @property
     def topic_rules(self) -> str:
         """The alert rule versions (SPEC §9): internal, named by APP_ID — a deployment's rules belong with its
         database's rule history, so two deployments sharing a cluster must not share them."""
-        return f"{self.app_id}-rules"
+        return self.names.rules_topic
 
     @property
     def sink_group(self) -> str:
-        return f"{self.app_id}-sink"
+        return self.names.sink_group
 
     @property
     def uses_tls(self) -> bool:

@@ -17,7 +17,7 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from telemetrypulse.api.database import Reader, Writer
+from telemetrypulse.api.data_access import Reader, Writer
 from telemetrypulse.api.errors import DATABASE_DOWN, KafkaUnavailable, ServiceUnavailable
 from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.models import from_us
@@ -131,7 +131,7 @@ class RuleHistory:
         while True:
             consumer: AIOKafkaConsumer | None = None
             try:
-                consumer = rules_consumer(self.settings, f"{self.settings.app_id}-api-rules")
+                consumer = rules_consumer(self.settings, self.settings.names.client_id("api-rules"))
                 await consumer.start()
                 # The first worker or the first PUT creates the topic; a reading API waits for it.
                 while self.topic not in await consumer.topics():

@@ -13,7 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
-from tests import support
+from devkit import kafka_io
+from devkit.paths import TEST_OUTPUT
+from telemetrypulse.names import internal_names
 from tests.api.conftest import live_api, live_api_env
 from tests.api.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -52,7 +54,7 @@ async def test_severities_stale_sensors_and_rules_on_the_dashboard(stack, migrat
     finally:
         await conn.close()
     env = live_api_env(stack, migrated_database, API_KEYS=f"root:{ADMIN_KEY}:admin", LOG_LEVEL="warning")
-    rules_topic = f"{env['APP_ID']}-rules"
+    rules_topic = internal_names(env["APP_ID"]).rules_topic
     try:
         with live_api(env, "browser-rules") as api:
             async with async_playwright() as playwright:
@@ -121,8 +123,8 @@ async def test_severities_stale_sensors_and_rules_on_the_dashboard(stack, migrat
                     )
                     assert await versions.count() == 3  # a header and two versions
                     assert not errors, errors
-                    support.OUTPUT.mkdir(exist_ok=True)
-                    await page.screenshot(path=str(support.OUTPUT / "dashboard-rules.png"), full_page=True)
+                    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+                    await page.screenshot(path=str(TEST_OUTPUT / "dashboard-rules.png"), full_page=True)
                 finally:
                     await browser.close()
             async with httpx.AsyncClient(base_url=api.base_url, headers={"X-API-Key": ADMIN_KEY}) as http:
@@ -134,7 +136,7 @@ async def test_severities_stale_sensors_and_rules_on_the_dashboard(stack, migrat
                 (False, "below", 2, 3),
             ]
             assert detail["created_by"] == "root" and detail["severity"] == "critical"
-            records = await support.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], rules_topic)
+            records = await kafka_io.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], rules_topic)
             assert len(records) == 2
     finally:
-        await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [rules_topic])
+        await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [rules_topic])

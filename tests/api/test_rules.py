@@ -10,8 +10,9 @@ import uuid
 import orjson
 import pytest
 
+from devkit import kafka_io
+from devkit.waiting import wait_for
 from telemetrypulse.rules import RuleVersion, decode_version, encode_version
-from tests import support
 from tests.api.conftest import api_settings, app_client
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ async def rules_api(stack, api_dsn):
             client.settings = settings
             yield client
     finally:
-        await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_rules])
+        await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_rules])
 
 
 async def test_rules_need_the_admin_scope(rules_api):
@@ -102,7 +103,7 @@ async def test_put_put_delete_make_three_versions_in_topic_order(rules_api, stac
     assert revisions == sorted(revisions) and len(set(revisions)) == 3
 
     # The workers' source: the same versions, in the same order, at offset = revision - 1.
-    records = await support.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], rules_api.settings.topic_rules)
+    records = await kafka_io.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], rules_api.settings.topic_rules)
     on_topic = {r.offset + 1: decode_version(r.value) for r in records}
     for v in versions:
         version = on_topic[v["revision"]]
@@ -184,13 +185,13 @@ async def test_a_version_on_the_topic_missing_from_the_history_is_copied_into_it
         version_id=str(uuid.uuid4()), rule_id=rule_id, effective_from="2024-01-01T00:00:00Z",
         created_at="2024-01-01T00:00:00Z", **(LOW_CO2 | {"open_at": 100, "resolve_at": 120}),
     )  # fmt: skip
-    await support.produce(
+    await kafka_io.produce(
         stack["KAFKA_BOOTSTRAP_SERVERS"],
         rules_api.settings.topic_rules,
         [(version.key(), encode_version(version))],
     )
     # Not a rule version: skipped by the copy (and by the workers), never an error.
-    await support.produce(
+    await kafka_io.produce(
         stack["KAFKA_BOOTSTRAP_SERVERS"], rules_api.settings.topic_rules, [(b"junk", orjson.dumps({"x": 1}))]
     )
 
@@ -198,7 +199,7 @@ async def test_a_version_on_the_topic_missing_from_the_history_is_copied_into_it
         detail = (await rules_api.get(f"/rules/{rule_id}", headers=AS_ADMIN)).json()
         return detail if detail["version_count"] == 2 else None
 
-    detail = await support.wait_for(copied, 30, interval_s=0.5, what="the version copied from the topic")
+    detail = await wait_for(copied, 30, interval_s=0.5, what="the version copied from the topic")
     assert detail["versions"][1]["version_id"] == version.version_id
     assert detail["versions"][1]["open_at"] == 100
     await asyncio.sleep(0)

@@ -15,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.paths import TEST_OUTPUT
+from devkit.waiting import wait_for
 from telemetrypulse.models import iso_utc, to_us
 from telemetrypulse.settings import Settings
-from tests import support
 from tests.api.conftest import app_client
 from tests.pipeline_model import parse_us
 from tests.rules_model import build_rules_dataset, expected_alerts
@@ -35,7 +37,7 @@ ALERT_FIELDS = (
 
 
 @contextlib.asynccontextmanager
-async def api_for(pipe: support.Pipeline):
+async def api_for(pipe: Deployment):
     """The API of the pipeline's deployment, in-process (same database, APP_ID and so rules topic)."""
     settings = Settings(
         database_url=pipe.dsn,
@@ -59,15 +61,7 @@ async def put_rules(client, versions: list[dict]) -> None:
 
 async def produce_to_partitions(bootstrap: str, topic: str, messages: list[tuple[int, bytes, bytes]]) -> None:
     """Keyed by device_id, into the partition the test chose for the device (the model knows it)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, key=key, value=value, partition=p) for p, key, value in messages
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    await kafka_io.produce(bootstrap, topic, [(key, value, p) for p, key, value in messages])
 
 
 def dataset_messages(dataset) -> list[tuple[int, bytes, bytes]]:
@@ -82,7 +76,7 @@ def row_of(record) -> dict:
     return row
 
 
-async def alert_rows(pipe: support.Pipeline) -> dict[str, dict]:
+async def alert_rows(pipe: Deployment) -> dict[str, dict]:
     conn = await asyncpg.connect(pipe.dsn)
     try:
         return {str(r["alert_id"]): row_of(r) for r in await conn.fetch("SELECT * FROM telemetry_alerts")}
@@ -90,7 +84,7 @@ async def alert_rows(pipe: support.Pipeline) -> dict[str, dict]:
         await conn.close()
 
 
-async def assert_alerts_are_the_models(pipe: support.Pipeline, expected) -> dict[str, dict]:
+async def assert_alerts_are_the_models(pipe: Deployment, expected) -> dict[str, dict]:
     want = {alert_id: {k: alert[k] for k in ALERT_FIELDS} for alert_id, alert in expected.alerts.items()}
 
     async def landed():
@@ -100,13 +94,13 @@ async def assert_alerts_are_the_models(pipe: support.Pipeline, expected) -> dict
             return False
 
     try:
-        await support.wait_for(landed, 90, interval_s=1.0, what="the model's alert rows in PostgreSQL")
+        await wait_for(landed, 90, interval_s=1.0, what="the model's alert rows in PostgreSQL")
     except TimeoutError:
         rows = await alert_rows(pipe)
         missing, extra = want.keys() - rows.keys(), rows.keys() - want.keys()
         wrong = {a: (rows[a], want[a]) for a in want.keys() & rows.keys() if rows[a] != want[a]}
         raise AssertionError(f"missing {missing}, extra {extra}, differing {wrong}") from None
-    published = support.decode_all(await support.read_topic(pipe.bootstrap, pipe.topic_alerts))
+    published = kafka_io.json_values(await kafka_io.read_topic(pipe.bootstrap, pipe.topic_alerts))
     assert {(m["alert_id"], m["status"]) for m in published} == expected.statuses()
     for message in published:
         want_alert = expected.alerts[message["alert_id"]]
@@ -130,7 +124,7 @@ async def test_rules_written_through_the_api_give_the_models_alerts(pipeline):
         await put_rules(api, dataset.versions)
         worker = pipeline.add_worker(STALE_AFTER_S=str(dataset.stale_after_s))
         worker.start()
-        await pipeline.wait_processing(worker)
+        await worker.wait_ready()
         await produce_to_partitions(pipeline.bootstrap, pipeline.topic_events, dataset_messages(dataset))
         await pipeline.caught_up(timeout_s=120)
         await assert_alerts_are_the_models(pipeline, expected)
@@ -154,34 +148,30 @@ async def test_replayed_into_fresh_topics_under_sigkills_the_alerts_are_identica
     expected = expected_alerts(dataset)
     results = []
     for run in range(2):
-        name, dsn = await support.create_database(stack["DATABASE_URL"])
-        pipe = support.Pipeline(stack, dsn, tmp_path / f"run{run}")
-        await support.create_topics(pipe.bootstrap, [pipe.topic_events, pipe.topic_alerts, pipe.topic_dlq], 4)
+        pipe = await Deployment(stack, logs=TEST_OUTPUT / "logs", tmp=tmp_path / f"run{run}").setup()
         try:
             async with api_for(pipe) as api:
                 await put_rules(api, dataset.versions)
             worker = pipe.add_worker(STALE_AFTER_S=str(dataset.stale_after_s), SNAPSHOT_INTERVAL_S="1")
             if run == 0:
                 worker.start()
-                await pipe.wait_processing(worker)
+                await worker.wait_ready()
                 await produce_to_partitions(pipe.bootstrap, pipe.topic_events, dataset_messages(dataset))
             else:
                 await produce_to_partitions(pipe.bootstrap, pipe.topic_events, dataset_messages(dataset))
                 rng = random.Random(9)
                 worker.start()
                 for _ in range(4):
-                    await pipe.wait_processing(worker)
+                    await worker.wait_ready()
                     await asyncio.sleep(rng.uniform(0.3, 2.0))
                     worker.kill()
                     worker.start()
-                await pipe.wait_processing(worker)
+                await worker.wait_ready()
                 assert worker.starts == 5
             await pipe.caught_up(timeout_s=120)
             results.append(await assert_alerts_are_the_models(pipe, expected))
         finally:
-            pipe.stop_all()
-            await support.delete_topics(pipe.bootstrap, pipe.topics)
-            await support.drop_database(stack["DATABASE_URL"], name)
+            await pipe.close()
     assert results[0] == results[1]
 
 
@@ -195,8 +185,8 @@ def live_event(
     return device.encode(), orjson.dumps(event)
 
 
-async def alert_messages(pipe: support.Pipeline) -> list[dict]:
-    return support.decode_all(await support.read_topic(pipe.bootstrap, pipe.topic_alerts, timeout_s=2))
+async def alert_messages(pipe: Deployment) -> list[dict]:
+    return kafka_io.json_values(await kafka_io.read_topic(pipe.bootstrap, pipe.topic_alerts, timeout_s=2))
 
 
 async def test_a_rule_changed_through_the_api_applies_without_a_restart(pipeline):
@@ -204,7 +194,7 @@ async def test_a_rule_changed_through_the_api_applies_without_a_restart(pipeline
     restart — opens an episode for the same reading produced 10 s later."""
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     await pipeline.produce([live_event("live-1", "co2", 700, datetime.now(UTC))])
     await pipeline.caught_up()
     assert await alert_messages(pipeline) == []
@@ -239,7 +229,7 @@ async def test_a_rule_changed_through_the_api_applies_without_a_restart(pipeline
             m for m in await alert_messages(pipeline) if m["event_id"] == orjson.loads(reading[1])["event_id"]
         ]
 
-    (message,) = await support.wait_for(opened, 30, interval_s=0.5, what="the alert of the new rule")
+    (message,) = await wait_for(opened, 30, interval_s=0.5, what="the alert of the new rule")
     assert (message["rule_id"], message["severity"], message["threshold"], message["status"]) == (
         "live-co2", "critical", 600.0, "open",
     )  # fmt: skip
@@ -251,12 +241,13 @@ async def test_a_silent_partition_raises_its_stale_alerts_by_the_clock(stack, da
     """STALE_AFTER_S=20: the devices of partition 1 stop while those of partition 0 go on. Their stale alerts arrive
     within STALE_AFTER_S + 60 s of their last reading; partition 0's sensors, still reporting, raise none."""
     stale_after_s = 20
-    pipe = support.Pipeline(stack, database, tmp_path, partitions=2)
-    await support.create_topics(pipe.bootstrap, [pipe.topic_events, pipe.topic_alerts, pipe.topic_dlq], 2)
+    pipe = await Deployment(
+        stack, logs=TEST_OUTPUT / "logs", dsn=database, tmp=tmp_path, partitions=2
+    ).setup()
     try:
         worker = pipe.add_worker(STALE_AFTER_S=str(stale_after_s))
         worker.start()
-        await pipe.wait_processing(worker)
+        await worker.wait_ready()
         devices = {0: ["busy-1", "busy-2"], 1: ["quiet-1", "quiet-2"]}
         last: dict[tuple[str, str], dict] = {}
         for _ in range(5):  # both partitions live for ~5 s
@@ -300,10 +291,9 @@ async def test_a_silent_partition_raises_its_stale_alerts_by_the_clock(stack, da
         )
         assert not [m for m in await alert_messages(pipe) if m["device_id"].startswith("busy")]
         # They reach PostgreSQL through the sink like any alert.
-        await support.wait_for(lambda: _stale_rows(pipe), 30, what="the stale alerts in PostgreSQL")
+        await wait_for(lambda: _stale_rows(pipe), 30, what="the stale alerts in PostgreSQL")
     finally:
-        pipe.stop_all()
-        await support.delete_topics(pipe.bootstrap, pipe.topics)
+        await pipe.close()
 
 
 async def _stale_rows(pipe) -> bool:
@@ -330,7 +320,7 @@ async def test_a_worker_restarted_while_postgres_refuses_connections_knows_every
         assert response.status_code == 201
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     name = pipeline.dsn.rsplit("/", 1)[1]
     admin = await asyncpg.connect(stack["DATABASE_URL"])
     try:
@@ -338,16 +328,14 @@ async def test_a_worker_restarted_while_postgres_refuses_connections_knows_every
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
         worker.kill()
         worker.start()
-        await pipeline.wait_processing(worker, timeout_s=60)
+        await worker.wait_ready(timeout_s=60)
         dry = live_event("greenhouse-1", "humidity", 12.0, datetime.now(UTC) - timedelta(seconds=5))
         await pipeline.produce([dry])
 
         async def alerted():
             return [m for m in await alert_messages(pipeline) if m["rule_id"] == "outage-humidity"]
 
-        (message,) = await support.wait_for(
-            alerted, 60, interval_s=1.0, what="the alert, with PostgreSQL away"
-        )
+        (message,) = await wait_for(alerted, 60, interval_s=1.0, what="the alert, with PostgreSQL away")
         assert (message["alert_type"], message["value"]) == ("HUMIDITY_LOW", 12.0)
         assert worker.alive() and worker.starts == 2
     finally:
@@ -361,4 +349,4 @@ async def test_a_worker_restarted_while_postgres_refuses_connections_knows_every
             return False
         return any(r["rule_id"] == "outage-humidity" for r in rows.values())
 
-    await support.wait_for(stored, 90, interval_s=1.0, what="the alert row once PostgreSQL is back")
+    await wait_for(stored, 90, interval_s=1.0, what="the alert row once PostgreSQL is back")

@@ -24,7 +24,7 @@ from telemetrypulse.access import Scope
 from telemetrypulse.api import lifecycle
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
 from telemetrypulse.api.auth import READ_ACCESS, OperateKey, auth_errors
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
     LimitQuery,

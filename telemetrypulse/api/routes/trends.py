@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
     EndQuery,

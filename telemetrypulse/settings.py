@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
     sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
 
+    # Retention (SPEC §11), enforced by the worker at start and hourly: days of raw readings (whole daily partitions)
+    # and of 5- and 15-minute windows to keep; 0 keeps them forever. Hourly and daily windows are always kept.
+    raw_retention_days: int = Field(0, ge=0, le=36_500)
+    window_5m_retention_days: int = Field(0, ge=0, le=36_500)
+    window_15m_retention_days: int = Field(0, ge=0, le=36_500)
+
     # The webhook notifier (`telemetrypulse notify`, SPEC §10). URLs may carry a receiver's token: secret.
     webhook_urls: SecretStr | None = None
     webhook_secret: SecretStr | None = None

@@ -37,41 +37,68 @@ CREATE TABLE telemetry_retention (
 );
 INSERT INTO telemetry_retention DEFAULT VALUES;
 
--- Adds what changed in 15-minute windows (one delta per changed window: the events it gained, with their sums,
--- min, max, first and last times) to their hours and days. Deltas, not a recomputation from the 15-minute table:
--- a window's new version always contains its old version (the sink only moves a window forward), so counts and
--- sums add, min of mins and max of maxes hold, and the result does not depend on the 15-minute rows still being
--- there — retention deletes those while the hours and days are kept forever. Two sinks writing at once stay
--- exact: each version step of a 15-minute row happens once (row lock and version guard), and additions commute.
--- Site and zone of an hour or a day are those of its most recent event (a device that moved keeps one row).
-CREATE FUNCTION telemetry_rollup_add(
-    d_device_id text[], d_site_id text[], d_zone_id text[], d_sensor_type text[], d_window_start timestamptz[],
-    d_count bigint[], d_sum double precision[], d_sum_sq double precision[], d_min double precision[],
-    d_max double precision[], d_first timestamptz[], d_last timestamptz[], d_version bigint[]
-) RETURNS void LANGUAGE plpgsql AS $fn$
+-- Hourly and daily windows follow every change of a 15-minute window, in the same statement's transaction: a
+-- statement trigger (one call per upsert of a whole batch, not one per row) adds what each changed window gained
+-- since its previous version — its new events' count, sum and sum of squares; its min, max, first and last — to its
+-- hour and its day. Deltas, not a recomputation from the 15-minute table: a window's new version always contains its
+-- old version (the sink only moves a window forward), so counts and sums add, min of mins and max of maxes hold,
+-- and the result does not need the 15-minute rows to still be there — retention deletes those while the hours and
+-- days are kept forever. Two sinks writing at once stay exact: each version step of a 15-minute row happens once
+-- (row lock and version guard), and additions commute. A rewrite of a window at the version it has (a replay) is
+-- skipped by the sink's guard, so it adds nothing. A window at or before the 15-minute retention boundary adds
+-- nothing either: its hour and day keep what they had when its day's 15-minute rows were deleted (the sink refuses
+-- such rows anyway; this covers any other writer). Site and zone of an hour or a day follow its most recent change
+-- (a device that moved keeps one row; one that moved inside a single sink batch takes either zone).
+--
+-- PostgreSQL allows transition tables on single-event triggers only, hence two triggers on one function; the
+-- statement is built per call (EXECUTE sees the calling trigger's transition tables). One statement per call: the
+-- deltas are read once, summed per hour, the hours summed per day, and both upserted. `date_bin` from the epoch:
+-- UTC-aligned whatever the session's TimeZone; `+ 24 hours`, never `+ 1 day` (a calendar day in a DST zone is 23 or
+-- 25 hours). Rows are upserted in key order (two sinks lock them in the same order). work_mem: a batch's deltas are
+-- grouped in memory, not in temporary files. Cost: about two window upserts per changed 15-minute row (README,
+-- Performance).
+CREATE FUNCTION telemetry_rollup_15m() RETURNS trigger LANGUAGE plpgsql SET work_mem = '64MB' AS $fn$
 DECLARE
-    target record;
+    deltas text;
 BEGIN
-    FOR target IN
-        SELECT * FROM (VALUES ('telemetry_device_agg_1h', interval '1 hour'),
-                              ('telemetry_device_agg_1d', interval '24 hours')) AS t(rel, size)
-    LOOP
-        -- date_bin from the epoch: UTC-aligned whatever the session's TimeZone; `+ 24 hours`, never `+ 1 day`
-        -- (a calendar day in a DST zone is 23 or 25 hours). ORDER BY: rows locked in one order by every writer.
-        EXECUTE format($sql$
-            INSERT INTO %I AS t (window_start, window_end, device_id, site_id, zone_id, sensor_type,
-                                 count_events, sum_value, avg_value, min_value, max_value, sum_sq_value,
-                                 first_ts, last_ts, version)
-            SELECT b.start, b.start + $14, d.device_id,
-                   (array_agg(d.site_id ORDER BY d.last_ts DESC))[1], (array_agg(d.zone_id ORDER BY d.last_ts DESC))[1],
-                   d.sensor_type, sum(d.n), sum(d.s), sum(d.s) / sum(d.n), min(d.lo), max(d.hi), sum(d.q),
-                   min(d.first_ts), max(d.last_ts), max(d.version)
-            FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                     AS d(device_id, site_id, zone_id, sensor_type, window_start, n, s, q, lo, hi, first_ts, last_ts,
-                          version)
-            CROSS JOIN LATERAL (SELECT date_bin($14, d.window_start, timestamptz '1970-01-01 00:00:00+00') AS start) b
-            GROUP BY d.device_id, d.sensor_type, b.start
-            ORDER BY d.device_id, d.sensor_type, b.start
+    IF TG_OP = 'INSERT' THEN
+        deltas := $d$
+            SELECT n.device_id, n.site_id, n.zone_id, n.sensor_type, n.window_start, n.count_events AS n,
+                   n.sum_value AS s, n.sum_sq_value AS q, n.min_value AS lo, n.max_value AS hi, n.first_ts,
+                   n.last_ts, n.version
+            FROM changed n
+            WHERE n.window_end > COALESCE((SELECT window_15m_before FROM telemetry_retention), '-infinity')$d$;
+    ELSE
+        deltas := $d$
+            SELECT n.device_id, n.site_id, n.zone_id, n.sensor_type, n.window_start,
+                   n.count_events - o.count_events AS n, n.sum_value - o.sum_value AS s,
+                   n.sum_sq_value - o.sum_sq_value AS q, n.min_value AS lo, n.max_value AS hi, n.first_ts,
+                   n.last_ts, n.version
+            FROM changed n
+            JOIN previous o ON o.device_id = n.device_id AND o.sensor_type = n.sensor_type
+                           AND o.window_start = n.window_start
+            WHERE n.count_events > o.count_events
+              AND n.window_end > COALESCE((SELECT window_15m_before FROM telemetry_retention), '-infinity')$d$;
+    END IF;
+    EXECUTE format($sql$
+        WITH hour AS (
+            SELECT device_id, sensor_type, date_bin('1 hour', window_start, timestamptz '1970-01-01 00:00:00+00') AS start,
+                   max(site_id) AS site_id, max(zone_id) AS zone_id, sum(n) AS n, sum(s) AS s, sum(q) AS q, min(lo) AS lo,
+                   max(hi) AS hi, min(first_ts) AS first_ts, max(last_ts) AS last_ts, max(version) AS version
+            FROM (%s) d
+            GROUP BY 1, 2, 3
+        ), day AS (
+            SELECT device_id, sensor_type, date_bin('24 hours', start, timestamptz '1970-01-01 00:00:00+00') AS start,
+                   max(site_id) AS site_id, max(zone_id) AS zone_id, sum(n) AS n, sum(s) AS s, sum(q) AS q, min(lo) AS lo,
+                   max(hi) AS hi, min(first_ts) AS first_ts, max(last_ts) AS last_ts, max(version) AS version
+            FROM hour
+            GROUP BY 1, 2, 3
+        ), hours AS (
+            INSERT INTO telemetry_device_agg_1h AS t (window_start, window_end, device_id, site_id, zone_id, sensor_type,
+                   count_events, sum_value, avg_value, min_value, max_value, sum_sq_value, first_ts, last_ts, version)
+            SELECT start, start + interval '1 hour', device_id, site_id, zone_id, sensor_type, n, s, s / n, lo, hi, q,
+                   first_ts, last_ts, version
+            FROM hour ORDER BY device_id, sensor_type, start
             ON CONFLICT (device_id, sensor_type, window_start) DO UPDATE SET
                 count_events = t.count_events + excluded.count_events,
                 sum_value = t.sum_value + excluded.sum_value,
@@ -85,57 +112,35 @@ BEGIN
                 last_ts = GREATEST(t.last_ts, excluded.last_ts),
                 version = GREATEST(t.version, excluded.version),
                 updated_at = now()
-        $sql$, target.rel)
-        USING d_device_id, d_site_id, d_zone_id, d_sensor_type, d_window_start, d_count, d_sum, d_sum_sq,
-              d_min, d_max, d_first, d_last, d_version, target.size;
-    END LOOP;
-END
-$fn$;
-
--- Statement triggers with transition tables: one roll-up per statement (the sink's upsert of a whole batch), not
--- one per row. PostgreSQL allows transition tables on single-event triggers only, hence two. A window at or
--- before the 15-minute retention boundary never changes its hour or day: those keep what they had when the
--- 15-minute rows were deleted (the sink refuses such rows anyway; this covers any other writer).
-CREATE FUNCTION telemetry_rollup_15m_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    PERFORM telemetry_rollup_add(
-        array_agg(n.device_id), array_agg(n.site_id), array_agg(n.zone_id), array_agg(n.sensor_type),
-        array_agg(n.window_start), array_agg(n.count_events), array_agg(n.sum_value), array_agg(n.sum_sq_value),
-        array_agg(n.min_value), array_agg(n.max_value), array_agg(n.first_ts), array_agg(n.last_ts),
-        array_agg(n.version))
-    FROM changed n
-    WHERE n.count_events > 0
-      AND n.window_end > (SELECT window_15m_before FROM telemetry_retention)
-    HAVING count(*) > 0;
+        )
+        INSERT INTO telemetry_device_agg_1d AS t (window_start, window_end, device_id, site_id, zone_id, sensor_type,
+               count_events, sum_value, avg_value, min_value, max_value, sum_sq_value, first_ts, last_ts, version)
+        SELECT start, start + interval '24 hours', device_id, site_id, zone_id, sensor_type, n, s, s / n, lo, hi, q,
+               first_ts, last_ts, version
+        FROM day ORDER BY device_id, sensor_type, start
+        ON CONFLICT (device_id, sensor_type, window_start) DO UPDATE SET
+            count_events = t.count_events + excluded.count_events,
+            sum_value = t.sum_value + excluded.sum_value,
+            avg_value = (t.sum_value + excluded.sum_value) / (t.count_events + excluded.count_events),
+            min_value = LEAST(t.min_value, excluded.min_value),
+            max_value = GREATEST(t.max_value, excluded.max_value),
+            sum_sq_value = t.sum_sq_value + excluded.sum_sq_value,
+            first_ts = LEAST(t.first_ts, excluded.first_ts),
+            site_id = CASE WHEN excluded.last_ts >= t.last_ts THEN excluded.site_id ELSE t.site_id END,
+            zone_id = CASE WHEN excluded.last_ts >= t.last_ts THEN excluded.zone_id ELSE t.zone_id END,
+            last_ts = GREATEST(t.last_ts, excluded.last_ts),
+            version = GREATEST(t.version, excluded.version),
+            updated_at = now()
+    $sql$, deltas);
     RETURN NULL;
 END
 $fn$;
-
-CREATE FUNCTION telemetry_rollup_15m_updated() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    PERFORM telemetry_rollup_add(
-        array_agg(n.device_id), array_agg(n.site_id), array_agg(n.zone_id), array_agg(n.sensor_type),
-        array_agg(n.window_start), array_agg(n.count_events - o.count_events),
-        array_agg(n.sum_value - o.sum_value), array_agg(n.sum_sq_value - o.sum_sq_value),
-        array_agg(n.min_value), array_agg(n.max_value), array_agg(n.first_ts), array_agg(n.last_ts),
-        array_agg(n.version))
-    FROM changed n
-    JOIN previous o ON o.device_id = n.device_id AND o.sensor_type = n.sensor_type
-                   AND o.window_start = n.window_start
-    -- Only versions that gained events: a rewrite of the same content adds nothing.
-    WHERE n.count_events > o.count_events
-      AND n.window_end > (SELECT window_15m_before FROM telemetry_retention)
-    HAVING count(*) > 0;
-    RETURN NULL;
-END
-$fn$;
-
 CREATE TRIGGER telemetry_rollup_15m_inserted AFTER INSERT ON telemetry_device_agg_15m
     REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION telemetry_rollup_15m_inserted();
+    FOR EACH STATEMENT EXECUTE FUNCTION telemetry_rollup_15m();
 CREATE TRIGGER telemetry_rollup_15m_updated AFTER UPDATE ON telemetry_device_agg_15m
     REFERENCING OLD TABLE AS previous NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION telemetry_rollup_15m_updated();
+    FOR EACH STATEMENT EXECUTE FUNCTION telemetry_rollup_15m();
 
 -- The windows already stored (a deployment upgrading to this migration) roll up once here.
 INSERT INTO telemetry_device_agg_1h (window_start, window_end, device_id, site_id, zone_id, sensor_type,

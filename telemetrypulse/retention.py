@@ -187,12 +187,14 @@ class RetentionJob:
         interval_s: float = INTERVAL_S,
         retry_s: float = RETRY_S,
         delete_batch: int = DELETE_BATCH,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
     ) -> None:
         self.dsn = dsn
         self.policy = policy
         self.interval_s = interval_s
         self.retry_s = retry_s
         self.delete_batch = delete_batch
+        self.lock_timeout_s = lock_timeout_s
         self._due = time.monotonic()  # at once
         self._running = asyncio.Lock()
 
@@ -267,7 +269,7 @@ class RetentionJob:
         async with conn.transaction():
             # Waits for the sink transactions in flight (they hold the lock shared); the ones after see the new
             # boundaries. Bounded: sinks queue behind a waiting exclusive lock.
-            await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", db.HISTORY_LOCK_ID)
             await conn.execute(
                 WRITE_BOUNDARIES, wanted.raw_before, wanted.window_5m_before, wanted.window_15m_before
@@ -280,8 +282,10 @@ class RetentionJob:
             return []
         pending = {row["relname"] for row in await conn.fetch(PENDING_DETACHES)}
         dropped = []
-        for name in doomed:  # names match telemetry_events_YYYYMMDD (db.partition_days): safe in SQL
-            if name in pending:  # a detach cut short by an earlier run
+        # A detach cut short by an earlier run first: PostgreSQL allows one pending detach per table at a time.
+        # Names match telemetry_events_YYYYMMDD (db.partition_days): safe in SQL.
+        for name in sorted(doomed, key=lambda n: n not in pending):
+            if name in pending:
                 await conn.execute(f"ALTER TABLE telemetry_events DETACH PARTITION {name} FINALIZE")
             else:
                 await conn.execute(

@@ -156,6 +156,10 @@ class DailyPartitions:
     def __init__(self) -> None:
         self._known: set[date] = set()
 
+    def knows(self, days: set[date]) -> bool:
+        """Every one of `days` has a partition, as far as this process knows (nothing to create)."""
+        return days <= self._known
+
     async def ensure(self, conn: asyncpg.Connection, days: set[date]) -> None:
         missing = days - self._known
         if not missing:

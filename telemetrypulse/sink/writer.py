@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import date
 
 import asyncpg
 import numpy as np
@@ -149,11 +148,11 @@ UPSERT_WINDOWS_BY_SIZE = {
     for size_s, table in WINDOW_TABLES.items()
 }
 
-# First in every transaction. The boundary read here may predate the lock (one statement, one snapshot): it only
-# spares the next batch a partition for a day already dropped; the row filters read the boundaries afresh.
-LOCK_HISTORY = (
-    "SELECT pg_advisory_xact_lock_shared($1),"
-    " (SELECT (NULLIF(raw_before, '-infinity') AT TIME ZONE 'UTC')::date FROM telemetry_retention) AS raw_before"
+# First in every transaction: the retention job moves the boundaries only while no sink transaction runs.
+LOCK_HISTORY = "SELECT pg_advisory_xact_lock_shared($1)"
+# The first day still kept (raw readings), read before a new daily partition is created.
+RAW_BOUNDARY_DAY = (
+    "SELECT (NULLIF(raw_before, '-infinity') AT TIME ZONE 'UTC')::date FROM telemetry_retention"
 )
 
 UPSERT_LATEST = f"""
@@ -217,8 +216,6 @@ class PostgresWriter:
         self.consumer_group = consumer_group
         self._conn: asyncpg.Connection | None = None
         self._partitions = DailyPartitions()
-        # Days wholly before this were dropped by retention: no partition is created for them again.
-        self._raw_before: date | None = None
 
     async def setup(self) -> None:
         try:
@@ -280,13 +277,16 @@ class PostgresWriter:
                 # Outside the transaction: creating a partition locks the parent table, which must not be held
                 # for a whole batch (the API reads it).
                 days = batch.raw_days()
-                if self._raw_before is not None:
-                    days = {day for day in days if day >= self._raw_before}
-                await self._partitions.ensure(conn, days)
+                if not self._partitions.knows(days):
+                    # No partition for a day retention dropped: its rows are refused anyway (INSERT_RAW). A
+                    # boundary moving right after this read costs at most one empty partition, dropped next run.
+                    first_kept = await conn.fetchval(RAW_BOUNDARY_DAY)
+                    if first_kept is not None:
+                        days = {day for day in days if day >= first_kept}
+                    await self._partitions.ensure(conn, days)
             async with conn.transaction():
-                locked = await conn.fetchrow(LOCK_HISTORY, HISTORY_LOCK_ID)
+                await conn.execute(LOCK_HISTORY, HISTORY_LOCK_ID)
                 await self._write_rows(conn, batch)
-            self._raw_before = locked["raw_before"]
         except DRIVER_ERRORS as e:
             self._discard()
             raise SinkError(f"writing {batch.records} change records ({len(batch)} rows) failed: {e}") from e

@@ -304,20 +304,28 @@ async def test_a_detach_cut_short_is_finished_by_the_next_run(migrated_database)
     reader = await asyncpg.connect(dsn)
     detacher = await asyncpg.connect(dsn)
     try:
-        # A reader's snapshot that still sees the partition makes DETACH … CONCURRENTLY wait; cancelled there, it
-        # leaves the partition "detach pending".
+        # A reader's snapshot that still sees the partition makes DETACH … CONCURRENTLY wait after its first step;
+        # cancelled there, it leaves the partition "detach pending".
         await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         await reader.fetchval("SELECT count(*) FROM telemetry_events")
-        with pytest.raises((TimeoutError, asyncpg.QueryCanceledError)):
-            await detacher.execute(
-                f"ALTER TABLE telemetry_events DETACH PARTITION {name} CONCURRENTLY", timeout=1
-            )
-        await reader.execute("COMMIT")
-        pending = await rows(
-            dsn,
-            "SELECT 1 FROM pg_inherits WHERE inhparent = 'telemetry_events'::regclass AND inhdetachpending",
+        detach = asyncio.create_task(
+            detacher.execute(f"ALTER TABLE telemetry_events DETACH PARTITION {name} CONCURRENTLY")
         )
-        assert pending, "the detach was left pending"
+
+        async def pending() -> bool:
+            return bool(
+                await rows(
+                    dsn,
+                    "SELECT 1 FROM pg_inherits WHERE inhparent = 'telemetry_events'::regclass AND inhdetachpending",
+                )
+            )
+
+        await wait_for(pending, 30, interval_s=0.1, what="the detach marked pending and waiting")
+        await rows(dsn, "SELECT pg_cancel_backend($1)", detacher.get_server_pid())
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await detach
+        await reader.execute("COMMIT")
+        assert await pending(), "the detach was left pending"
     finally:
         await reader.close()
         await detacher.close()
@@ -345,7 +353,8 @@ async def test_migration_0006_rolls_up_the_windows_already_stored(database, tmp_
         await conn.executemany(
             "INSERT INTO telemetry_device_agg_15m (window_start, window_end, device_id, site_id, zone_id, sensor_type,"
             " count_events, sum_value, avg_value, min_value, max_value, sum_sq_value, first_ts, last_ts, version)"
-            " VALUES ($1, $1 + interval '15 minutes', $2, 's', 'z', 'co2', $3, $4, $4 / $3, $5, $6, $7, $8, $9, $10)",
+            " VALUES ($1, $1::timestamptz + interval '15 minutes', $2, 's', 'z', 'co2', $3, $4, $4::float8 / $3::int8,"
+            " $5, $6, $7, $8, $9, $10)",
             [
                 (EPOCH + timedelta(microseconds=start_us), batch.dims[dim][0], count, total, low, high, sq,
                  EPOCH + timedelta(microseconds=first), EPOCH + timedelta(microseconds=last), version)

@@ -309,7 +309,8 @@ async function refreshTrends() {
     const series = data.series[0] || null;
     const points = series ? series.points.length : 0;
     $("tr-meta").textContent = `${points} × ${data.window} window${points === 1 ? "" : "s"} · ${shortTime(data.start)} → ${shortTime(data.end)}`;
-    drawTrend($("trend-chart"), series, $("tr-sensor").value, trendRange().ms > 86400e3 ? mmdd : hhmm);
+    const span = [Date.parse(data.start), Date.parse(data.end)];
+    drawTrend($("trend-chart"), series, $("tr-sensor").value, trendRange().ms > 86400e3 ? mmdd : hhmm, span);
   } catch (error) {
     $("tr-meta").textContent = `trends unavailable: ${error.message}`;
   }
@@ -352,7 +353,8 @@ async function downloadWithKey(event) {
   }
 }
 
-function drawTrend(chart, series, sensor, tickLabel = hhmm) {
+// `span`: [start, end] in ms to lay the x axis over (the chosen range), else the points' own extent.
+function drawTrend(chart, series, sensor, tickLabel = hhmm, span = null) {
   chart.replaceChildren();
   const W = 900, H = 260, L = 52, R = 12, T = 12, B = 26;
   if (!series || !series.points.length) {
@@ -370,7 +372,8 @@ function drawTrend(chart, series, sensor, tickLabel = hhmm) {
   if (hi === lo) { hi += 1; lo -= 1; }
   const pad = (hi - lo) * 0.05;
   lo -= pad; hi += pad;
-  const x0 = xs[0], x1 = xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
+  const x0 = span ? span[0] : xs[0];
+  const x1 = span ? span[1] : xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => T + (1 - (y - lo) / (hi - lo)) * (H - T - B);
 
@@ -381,12 +384,13 @@ function drawTrend(chart, series, sensor, tickLabel = hhmm) {
     label.textContent = fmt(v, sensor);
     chart.append(label);
   }
-  const ticks = Math.min(6, xs.length);
+  const ticks = span ? 6 : Math.min(6, xs.length);
   for (let i = 0; i < ticks; i++) {
     const idx = Math.round((i * (xs.length - 1)) / Math.max(1, ticks - 1));
+    const at = span ? x0 + ((x1 - x0) * i) / (ticks - 1) : xs[idx];
     const anchor = ticks > 1 && i === 0 ? "start" : ticks > 1 && i === ticks - 1 ? "end" : "middle";
-    const label = svg("text", { x: sx(xs[idx]), y: H - 8, "text-anchor": anchor });
-    label.textContent = tickLabel(pts[idx].window_start);
+    const label = svg("text", { x: sx(at), y: H - 8, "text-anchor": anchor });
+    label.textContent = tickLabel(new Date(at).toISOString());
     chart.append(label);
   }
   chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));

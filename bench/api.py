@@ -94,9 +94,11 @@ async def run(stack: dict[str, str], opts: ApiOptions) -> dict:
         finally:
             await conn.close()
         history = await month.synthesize(dep.dsn, opts.seed)
-        trends = await month.trends_load(base_url, history, opts.seconds, opts.concurrency, opts.seed)
+        trends = await month.trends_load(base_url, history, opts.seconds / 2, opts.seed)
         exports = await month.csv_exports(base_url, history, api.pid, opts.exports)
-        errors = load["all"]["errors"] + trends["all"]["errors"]
+        errors = load["all"]["errors"] + sum(
+            by_clients["all"]["errors"] for by_window in trends.values() for by_clients in by_window.values()
+        )
         history.pop("zones")
         return {
             "events": opts.events,

@@ -8,8 +8,8 @@ events), so it is written into the API phase's database directly, the way the si
   triggers roll them up into the hourly and daily windows, as they do for the sink;
 - the raw readings of one device, all four sensors every 10 s for those 30 days (1,036,800 rows in 30 daily
   partitions), of which one sensor's (259,200 rows) is exported.
-Trends: `concurrency` clients for `seconds`, rotating over the two window sizes, each request a random scope
-(zone, site or the whole fleet) and sensor over the 30 days. CSV: the month downloaded `exports` times by one
+Trends: for each window size on its own, 4 and then 16 clients for `seconds`, rotating over the scopes (a random
+zone, a random site, the whole fleet) with a random sensor, over the 30 days (720 hourly or 30 daily points). CSV: the month downloaded `exports` times by one
 streaming client, rows/s from the request to the last byte; the API process's RSS sampled every 20 ms during each
 download, beside the same for a one-day export (flat memory: the growth does not follow the rows).
 """
@@ -141,28 +141,40 @@ async def synthesize(dsn: str, seed: int) -> dict:
     }
 
 
-async def trends_load(base_url: str, history: dict, seconds: float, concurrency: int, seed: int) -> dict:
+SCOPES = ("zone", "site", "fleet")
+CONCURRENCIES = (4, 16)
+
+
+async def trends_load(base_url: str, history: dict, seconds: float, seed: int) -> dict:
+    """Per window size and concurrency, clients rotating over the three scopes (a random zone, a random site, the
+    whole fleet; a random sensor each time), all over the 30 days. Each window size is loaded on its own: a
+    1-day request never waits behind 720-point hourly ones. Returns {window: {concurrency: {target: figures}}}."""
     zones = history["zones"]
     sites = sorted({site for site, _ in zones})
     sensors = list(SENSOR_LEVELS)
     span = f"start={history['start'].isoformat()}&end={history['end'].isoformat()}".replace("+", "%2B")
 
-    def target(window: str):
+    def target(window: str, scope: str):
         def url(rng: random.Random) -> str:
-            scope = rng.random()
-            if scope < 0.5:
+            if scope == "zone":
                 site, zone = rng.choice(zones)
                 where = f"site_id={site}&zone_id={zone}&"
-            elif scope < 0.85:
+            elif scope == "site":
                 where = f"site_id={rng.choice(sites)}&"
             else:
-                where = ""  # the whole fleet
+                where = ""
             return f"/trends?{where}sensor_type={rng.choice(sensors)}&window={window}&{span}"
 
         return url
 
-    targets = {"/trends?window=1h (30 d)": target("1h"), "/trends?window=1d (30 d)": target("1d")}
-    return await run_url_load(base_url, targets, seconds, concurrency, seed=seed)
+    results: dict = {}
+    for window in ("1h", "1d"):
+        targets = {scope: target(window, scope) for scope in SCOPES}
+        results[window] = {
+            concurrency: await run_url_load(base_url, targets, seconds, concurrency, seed=seed)
+            for concurrency in CONCURRENCIES
+        }
+    return results
 
 
 async def _download(client: httpx.AsyncClient, url: str, process: psutil.Process) -> dict:

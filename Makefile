@@ -1,11 +1,11 @@
-# TelemetryPulse: every command of SPEC §1. Targets run from the repo root; the local stack is
-# telemetrypulse/devstack.py (state in .devstack/, Kafka jars cached in ~/.cache/telemetrypulse).
+# TelemetryPulse: every command of SPEC §1. Targets run from the repo root; the local stack is the dev kit's
+# (`python -m devkit`, devkit/local_stack.py: state in .devstack/, Kafka jars cached in ~/.cache/telemetrypulse).
 
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
-DEVSTACK := $(PY) -m telemetrypulse.devstack
+DEVSTACK := $(PY) -m devkit
 PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -92,7 +92,7 @@ def recovery_topology(devices: int) -> Topology:
 
 
 async def main(args: argparse.Namespace) -> int:
-    stack = harness.stack_env()
+    stack = harness.bench_stack()
     harness.LOGS.mkdir(parents=True, exist_ok=True)
     facts = await report.machine_facts(stack)
     facts["partitions"] = f"{args.partitions} partitions per topic"

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import time
 
 import asyncpg
 import orjson
-import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from bench.span import FromFirstRecord
 from telemetrypulse import db
 
 SETUP_SQL = """
@@ -81,17 +79,15 @@ async def run(bootstrap: str, topic: str, dsn: str, count: int, max_records: int
     for tp in tps:
         if tp.partition in stored:
             consumer.seek(tp, stored[tp.partition])  # resume exactly after the last committed batch
-    partitions, me, loads = db.DailyPartitions(), psutil.Process(os.getpid()), orjson.loads
+    partitions, span, loads = db.DailyPartitions(), FromFirstRecord(), orjson.loads
     done = inserted = batches = 0
-    began, cpu0 = None, 0.0
     try:
         with tqdm(total=count, desc="batch baseline", unit="ev", unit_scale=True, leave=False) as bar:
             while done < count:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=max_records)
                 if not batch:
                     continue
-                if began is None:
-                    began, cpu0 = time.monotonic(), sum(me.cpu_times()[:2])
+                span.first_record()
                 rows = []
                 for records in batch.values():
                     for r in records:
@@ -109,8 +105,7 @@ async def run(bootstrap: str, topic: str, dsn: str, count: int, max_records: int
                     await conn.execute(SAVE_OFFSETS, topic, [p for p, _ in ends], [o for _, o in ends])
                 done, batches = done + len(rows), batches + 1
                 bar.update(len(rows))
-        elapsed = time.monotonic() - began
-        cpu = sum(me.cpu_times()[:2]) - cpu0
+        elapsed, cpu = span.seconds(), span.cpu_s()
     finally:
         await consumer.stop()
         await conn.close()

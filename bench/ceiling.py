@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import time
 
 import orjson
-import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
+
+from bench.span import FromFirstRecord
 
 
 async def consume(bootstrap: str, topic: str, expect: int) -> dict:
@@ -27,7 +26,7 @@ async def consume(bootstrap: str, topic: str, expect: int) -> dict:
         max_partition_fetch_bytes=1024 * 1024,
     )
     await consumer.start()
-    me = psutil.Process(os.getpid())
+    span = FromFirstRecord()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
@@ -38,18 +37,13 @@ async def consume(bootstrap: str, topic: str, expect: int) -> dict:
         await consumer.seek_to_beginning(*tps)
         loads = orjson.loads
         total = decoded_bytes = 0
-        began = None
-        cpu0 = 0.0
         with tqdm(
             total=expect, desc="ceiling", unit="ev", unit_scale=True, leave=False, mininterval=0.5
         ) as bar:
             while total < expect:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=10000)
-                if began is None and batch:
-                    # From the first fetched record: connecting and seeking are not throughput.
-                    began = time.monotonic()
-                    t = me.cpu_times()
-                    cpu0 = t.user + t.system
+                if batch:
+                    span.first_record()
                 n = 0
                 for records in batch.values():
                     for r in records:
@@ -58,13 +52,12 @@ async def consume(bootstrap: str, topic: str, expect: int) -> dict:
                     n += len(records)
                 total += n
                 bar.update(n)
-        elapsed = time.monotonic() - (began or time.monotonic())
-        t = me.cpu_times()
+        elapsed = span.seconds()
         return {
             "events": total,
             "seconds": elapsed,
             "rate": total / elapsed if elapsed else 0.0,
-            "cpu_s": t.user + t.system - cpu0,
+            "cpu_s": span.cpu_s(),
             "bytes": decoded_bytes,
         }
     finally:

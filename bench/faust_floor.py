@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import uuid
 
 import faust
 import orjson
-import psutil
 
+from bench.span import FromFirstRecord
 from telemetrypulse.settings import get_settings
 
 
@@ -38,25 +37,21 @@ def build_app(bootstrap: str, topic_name: str, expect: int, data_dir: str, app_i
         stream_buffer_maxsize=20000,  # as telemetrypulse.app
     )
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
-    me = psutil.Process(os.getpid())
-    seen = {"events": 0, "began": 0.0, "cpu0": 0.0}
+    span = FromFirstRecord()
+    seen = {"events": 0}
 
     @app.agent(topic)
     async def count(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(batch_max, within=batch_within_s):
-            if not seen["began"]:
-                seen["began"] = time.monotonic()
-                t = me.cpu_times()
-                seen["cpu0"] = t.user + t.system
+            span.first_record()
             seen["events"] += len(batch)
             if seen["events"] >= expect:
-                elapsed = time.monotonic() - seen["began"]
-                t = me.cpu_times()
+                elapsed = span.seconds()
                 result = {
                     "events": seen["events"],
                     "seconds": elapsed,
                     "rate": seen["events"] / elapsed,
-                    "cpu_s": t.user + t.system - seen["cpu0"],
+                    "cpu_s": span.cpu_s(),
                 }
                 # File descriptor 1: Faust's worker has replaced sys.stdout with its logger.
                 os.write(1, orjson.dumps(result) + b"\n")

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import psutil
 
-from bench.api_load import run_url_load
+from devkit.api_load import run_url_load
 from telemetrypulse import db
 
 DAYS = 30

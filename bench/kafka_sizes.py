@@ -8,9 +8,10 @@ Sizes are the partitions' log sizes as stored (after any producer compression), 
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Int64, Schema, String
+
+from devkit.kafka_io import admin_client
 
 
 class DescribeLogDirsResponse_v1(Response):
@@ -62,10 +63,8 @@ class DescribeLogDirsRequest(Request[DescribeLogDirsRequest_v1]):
 
 async def topic_sizes(bootstrap: str, names: list[str] | None = None) -> dict[str, int]:
     """Bytes per topic on the brokers' disks (every topic when `names` is None; a topic absent there is 0)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     sizes: dict[str, int] = dict.fromkeys(names or (), 0)
-    try:
+    async with admin_client(bootstrap) as admin:
         for broker in admin._client.cluster.brokers():
             # Every topic is asked for and filtered here: naming topics needs their partition lists.
             response = await admin._send_request(DescribeLogDirsRequest(None), broker.nodeId)
@@ -76,15 +75,4 @@ async def topic_sizes(bootstrap: str, names: list[str] | None = None) -> dict[st
                     if names is None or name in sizes:
                         # is_future_key: a replica being moved between folders is counted once, where it is now.
                         sizes[name] = sizes.get(name, 0) + sum(p[1] for p in partitions if not p[3])
-    finally:
-        await admin.close()
     return sizes
-
-
-async def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return sorted(n for n in await admin.list_topics() if n.startswith(prefix))
-    finally:
-        await admin.close()

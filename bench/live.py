@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -38,7 +38,12 @@ from tqdm import tqdm
 
 from bench import harness, kafka_sizes
 from bench.profile import Profiler
+from devkit import kafka_io
+from devkit.databases import window_sums
+from devkit.epoch import EPOCH
+from devkit.processes import ChildProcess
 from telemetrypulse.simulator import Topology
+from telemetrypulse.state import PARTITION_KEY, decode_device_record
 
 PROBE_DEVICES = 96  # a sample: each costs PostgreSQL one index probe per poll
 
@@ -109,8 +114,7 @@ class RowProbe:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        since = dict.fromkeys(self.devices, epoch)
+        since = dict.fromkeys(self.devices, EPOCH)
         seen: set = set()
         conn: asyncpg.Connection | None = None
         try:
@@ -159,7 +163,7 @@ class AlertProbe:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        partitions = await harness.partitions_of(self.bootstrap, self.topic)
+        partitions = await kafka_io.partitions_of(self.bootstrap, self.topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
@@ -204,7 +208,9 @@ class BacklogMonitor:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        tps = [TopicPartition(self.topic, p) for p in await harness.partitions_of(self.bootstrap, self.topic)]
+        tps = [
+            TopicPartition(self.topic, p) for p in await kafka_io.partitions_of(self.bootstrap, self.topic)
+        ]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         conn: asyncpg.Connection | None = None
@@ -262,36 +268,42 @@ class Step:
         return self.produced["sent"]
 
 
-async def state_sample(dep: harness.Deployment) -> dict:
-    """How big today's device records have grown (the latest record of the most recently written devices).
-    Only for an engine whose device-state changelog holds JSON records; another encoding gives {}."""
+async def state_sample(dep: harness.BenchDeployment) -> dict:
+    """How big the worker's device records are (the latest snapshot record of the most recently written devices,
+    from the partition-state changelog): bytes, dedup ids and open windows per device."""
     try:
-        values = await harness.tail_values(dep.bootstrap, dep.changelog_topic, per_partition=300)
-        records = [orjson.loads(v) for v in values.values()]
-    except (orjson.JSONDecodeError, KafkaError, TimeoutError):
+        values, _, _ = await kafka_io.latest_per_key(
+            dep.bootstrap, dep.names.partition_state_changelog, tail=300
+        )
+    except (KafkaError, TimeoutError):
         return {}
-    if not records or not all(isinstance(r, dict) for r in records):
+    records = {key: value for key, value in values.items() if key != PARTITION_KEY}
+    if not records:
         return {}
-    n = len(records)
+    decoded = [decode_device_record(v) for v in records.values()]
+    n = len(decoded)
+    total = sum(map(len, records.values()))
     return {
         "devices_sampled": n,
-        "record_bytes_avg": sum(map(len, values.values())) / n,
-        "seen_ids_avg": sum(len(r.get("seen", ())) for r in records) / n,
-        "seen_bytes_share": sum(len(orjson.dumps(r.get("seen", {}))) for r in records)
-        / max(1, sum(map(len, values.values()))),
-        "windows_avg": sum(len(r.get("win", ())) for r in records) / n,
+        "record_bytes_avg": total / n,
+        "seen_ids_avg": sum(len(r.ids) // 16 for r in decoded) / n,
+        "seen_bytes_share": sum(len(r.ids) + len(r.id_age) for r in decoded) / max(1, total),
+        "windows_avg": sum(len(r.window_rows()) for r in decoded) / n,
     }
 
 
-def _short_name(dep: harness.Deployment, topic: str) -> str:
+def _short_name(dep: harness.BenchDeployment, topic: str) -> str:
     names = {dep.topic_alerts: "alerts (TOPIC_ALERTS)", dep.topic_dlq: "dead letters (TOPIC_DLQ)"}
     return names.get(topic) or topic.replace(dep.app_id, "<APP_ID>")
 
 
-async def kafka_output_bytes(dep: harness.Deployment) -> dict:
+async def kafka_output_bytes(dep: harness.BenchDeployment) -> dict:
     """Kafka bytes written by the worker per input byte: its output topics (changes, table changelogs, alerts,
-    dead letters) over the events topic, as the broker stores them."""
-    outputs = await dep.worker_output_topics()
+    dead letters) over the events topic, as the broker stores them. Internal topics are found by name, so the
+    engine's own set of tables needs no list here."""
+    internal = await kafka_io.topics_with_prefix(dep.bootstrap, dep.names.prefix)
+    changes = [n for n in internal if n == dep.names.changes_topic or n.endswith("-changelog")]
+    outputs = [*changes, dep.topic_alerts, dep.topic_dlq]
     sizes = await kafka_sizes.topic_sizes(dep.bootstrap, [dep.topic_events, *outputs])
     events = sizes.pop(dep.topic_events)
     written = sum(sizes.values())
@@ -303,10 +315,12 @@ async def kafka_output_bytes(dep: harness.Deployment) -> dict:
     }
 
 
-def pace_command(opts: LiveOptions, step: Step, count: int, bootstrap: str, topic: str) -> list[str]:
+def pace_command(
+    opts: LiveOptions, step: Step, count: int, bootstrap: str, topic: str, summary: Path
+) -> list[str]:
     t = opts.topology
     return [
-        str(harness.VENV_BIN / "python"), "-m", "bench.pace", "--bootstrap", bootstrap, "--topic", topic,
+        sys.executable, "-m", "bench.pace", "--bootstrap", bootstrap, "--topic", topic, "--summary", str(summary),
         "--rate", str(step.rate), "--count", str(count), "--seed", str(step.seed),
         "--sites", str(t.sites), "--zones", str(t.zones), "--devices-per-zone", str(t.devices_per_zone),
         "--anomalies-per-hour", str(opts.anomalies_per_hour),
@@ -325,30 +339,28 @@ def expected_probe_rows(count: int, devices: int, probe_indexes: set[int]) -> in
 
 async def produce_step(
     opts: LiveOptions,
-    dep: harness.Deployment,
+    dep: harness.BenchDeployment,
     step: Step,
     monitor: BacklogMonitor,
     abort_after_s: float | None = None,
 ) -> None:
     """Run bench/pace.py at the step's rate; with `abort_after_s`, stop it early (SIGTERM: it still reports what it
     sent) once the backlog exceeds `ABORT_BACKLOG_S` after that many seconds: the rung has failed either way."""
-    pipeline = dep.worker
+    pipeline = dep.pipeline
     assert pipeline is not None
     count = int(step.rate * step.seconds)
-    log_path = harness.LOGS / f"{opts.label}-producer.log"
+    summary = dep.tmp / f"{opts.label}-producer-{step.seed}.json"
+    producer = ChildProcess(
+        "producer",
+        pace_command(opts, step, count, dep.bootstrap, dep.topic_events, summary),
+        dict(os.environ),
+        harness.LOGS / f"{opts.label}-producer.log",
+    ).start()
     spawned = time.time()
-    with log_path.open("ab") as log:
-        producer = subprocess.Popen(
-            pace_command(opts, step, count, dep.bootstrap, dep.topic_events),
-            cwd=harness.ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
     try:
         total = round(step.seconds)
         with tqdm(total=total, desc=f"{opts.label} @ {step.rate:,.0f}/s", unit="s", leave=False) as bar:
-            while producer.poll() is None:
+            while producer.alive():
                 await asyncio.sleep(0.5)
                 bar.update(min(total, int(time.time() - spawned)) - bar.n)
                 if died := pipeline.dead():
@@ -357,15 +369,12 @@ async def produce_step(
                     behind = monitor.backlog_s(step.rate, since=spawned + abort_after_s)
                     if behind > ABORT_BACKLOG_S:
                         step.aborted = f"stopped after {time.time() - spawned:.0f} s: backlog {behind:.1f} s"
-                        producer.send_signal(signal.SIGTERM)
+                        producer.signal(signal.SIGTERM)
         if producer.returncode != 0:
-            raise RuntimeError(f"producer exited with {producer.returncode}; see {log_path}")
-        assert producer.stdout is not None
-        step.produced = orjson.loads(producer.stdout.read().decode().strip().splitlines()[-1])
+            raise RuntimeError(f"producer exited with {producer.returncode}; see {producer.log_path}")
+        step.produced = orjson.loads(summary.read_bytes())
     finally:
-        if producer.poll() is None:
-            producer.kill()
-            producer.wait(10)
+        producer.kill()
 
 
 def step_figures(
@@ -417,7 +426,7 @@ def rung_held(figures: dict) -> tuple[bool, str]:
 
 
 async def counts_check(
-    dep: harness.Deployment,
+    dep: harness.BenchDeployment,
     produced: int,
     drained: bool,
     alerts: AlertProbe,
@@ -431,7 +440,7 @@ async def counts_check(
         # One snapshot: with the pipeline still writing, counts read one after another would disagree.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             raw = await conn.fetchval("SELECT count(*) FROM telemetry_events")
-            w5, w15 = await harness.window_sums(conn)
+            w5, w15 = await window_sums(conn)
             alert_rows = await conn.fetchval("SELECT count(*) FROM telemetry_alerts")
     finally:
         await conn.close()
@@ -459,16 +468,16 @@ async def counts_check(
     return {"exact": exact, "mismatches": mismatches, "raw_rows": raw}
 
 
-async def processed_now(dep: harness.Deployment) -> int:
+async def processed_now(dep: harness.BenchDeployment) -> int:
     conn = await dep.connect()
     try:
-        return min(await harness.window_sums(conn))
+        return min(await window_sums(conn))
     finally:
         await conn.close()
 
 
 async def drain(
-    dep: harness.Deployment, produced: int, limit_s: float | None, desc: str
+    dep: harness.BenchDeployment, produced: int, limit_s: float | None, desc: str
 ) -> tuple[bool, float]:
     """Wait until every produced event is counted in PostgreSQL: (drained, seconds waited). The wait is bounded by
     `limit_s`, and always by 120 s + 1 ms per event still to do (a pipeline draining slower than 1,000 events/s)."""
@@ -488,7 +497,7 @@ async def wait_probe_rows(rows: RowProbe, want: int, timeout_s: float = 10.0) ->
 
 
 async def alert_latencies(
-    dep: harness.Deployment, alerts: AlertProbe
+    dep: harness.BenchDeployment, alerts: AlertProbe
 ) -> tuple[list[tuple[float, float]], list[float]]:
     """(produce time, produce → arrival at a consumer) of every alert opened, and produce → the worker publishing
     it (the alert record's own Kafka timestamp): where the alert time goes."""
@@ -511,13 +520,13 @@ async def alert_latencies(
 
 
 async def run(stack: dict[str, str], opts: LiveOptions) -> dict:
-    dep = await harness.Deployment(stack, opts.label, opts.partitions).setup()
+    dep = await harness.BenchDeployment(stack, opts.label, opts.partitions).setup()
     result: dict = {"processes": harness.pipeline_description()}
     probes: list = []
     tasks: list[asyncio.Task] = []
     sampler: harness.Sampler | None = None
     try:
-        pipeline = dep.new_worker()
+        pipeline = dep.new_pipeline()
         pipeline.start()
         result["ready_s"] = await pipeline.wait_ready()
         ids = [device for _, _, device in opts.topology.ids()]

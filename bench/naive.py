@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import orjson
-import psutil
 from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
+from bench.span import FromFirstRecord
+from devkit.epoch import floor_us
 from telemetrypulse import db
 from telemetrypulse.models import Invalid, from_us, now_us, validate_event
 
@@ -58,11 +57,6 @@ SELECT 1
 """
 
 
-def floor_us(ts: int, size_s: int) -> int:
-    size_us = size_s * 1_000_000
-    return ts // size_us * size_us
-
-
 async def run(bootstrap: str, topic: str, dsn: str, count: int) -> dict:
     await db.migrate(dsn)
     conn = await asyncpg.connect(dsn)
@@ -75,18 +69,14 @@ async def run(bootstrap: str, topic: str, dsn: str, count: int) -> dict:
         enable_auto_commit=True,
     )
     await consumer.start()
-    me = psutil.Process(os.getpid())
+    span = FromFirstRecord()
     done = invalid = 0
-    began = None
-    cpu0 = 0.0
     try:
         with tqdm(total=count, desc="naive", unit="ev", unit_scale=True, leave=False, mininterval=0.5) as bar:
             while done < count:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-                if began is None and batch:
-                    began = time.monotonic()
-                    t = me.cpu_times()
-                    cpu0 = t.user + t.system
+                if batch:
+                    span.first_record()
                 for records in batch.values():
                     for r in records:
                         if done >= count:
@@ -113,8 +103,7 @@ async def run(bootstrap: str, topic: str, dsn: str, count: int) -> dict:
                             from_us(floor_us(event.ts_event_us, 300)),
                             from_us(floor_us(event.ts_event_us, 900)),
                         )
-        elapsed = time.monotonic() - (began or time.monotonic())
-        t = me.cpu_times()
+        elapsed = span.seconds()
         raw = await conn.fetchval("SELECT count(*) FROM telemetry_events")
         w5 = await conn.fetchval("SELECT coalesce(sum(count_events), 0) FROM telemetry_device_agg_5m")
         w15 = await conn.fetchval("SELECT coalesce(sum(count_events), 0) FROM telemetry_device_agg_15m")
@@ -126,7 +115,7 @@ async def run(bootstrap: str, topic: str, dsn: str, count: int) -> dict:
         "invalid": invalid,
         "seconds": elapsed,
         "rate": done / elapsed if elapsed else 0.0,
-        "cpu_s": t.user + t.system - cpu0,
+        "cpu_s": span.cpu_s(),
         "raw_rows": raw,
         "window_5m_events": int(w5),
         "window_15m_events": int(w15),

@@ -6,9 +6,9 @@ does, on a clock: every tick (10 ms) it generates that tick's events and appends
 record batches, which are sent at once. Each record's timestamp (the produce time the latency is measured from)
 is the moment it was appended; the events are the simulator's own (same generator, same keys and partitions).
 
-Run as a child process (`python -m bench.pace …`); the last stdout line is the JSON summary. SIGTERM stops it early
-and cleanly (what was appended is still sent and counted in the summary): the rate ladder stops a rung that has
-clearly failed instead of adding to a backlog it would then have to wait for.
+Run as a child process (`python -m bench.pace … --summary FILE`); it writes its JSON summary to FILE. SIGTERM stops
+it early and cleanly (what was appended is still sent and counted in the summary): the rate ladder stops a rung that
+has clearly failed instead of adding to a backlog it would then have to wait for.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-from telemetrypulse.simulator import Simulator, Topology
+from telemetrypulse.simulator import RecordBatches, Simulator, Topology
 
 TICK_S = 0.01
 
@@ -39,15 +38,13 @@ async def produce(args: argparse.Namespace) -> dict:
         bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, max_batch_size=512 * 1024
     )
     await producer.start()
-    partitioner = DefaultPartitioner()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     sent = 0
     late_ticks = 0
     try:
-        partitions = sorted(await producer.partitions_for(args.topic))
-        partition_of: dict[bytes, int] = {}
+        batches = await RecordBatches.for_topic(producer, args.topic)
         futures: list[asyncio.Future] = []
         began = loop.time()
         began_at = time.time()  # wall clock, as the record timestamps: where this run's production starts
@@ -55,22 +52,13 @@ async def produce(args: argparse.Namespace) -> dict:
         while sent < args.count and not stopping.is_set():
             tick += 1
             due = min(args.count, round(args.rate * tick * TICK_S))
-            builders: dict[int, object] = {}
             while sent < due:
                 key, value = next(messages)
-                p = partition_of.get(key)
-                if p is None:
-                    p = partition_of[key] = partitioner(key, partitions, partitions)
-                builder = builders.get(p)
-                if builder is None:
-                    builder = builders[p] = producer.create_batch()
-                if builder.append(timestamp=None, key=key, value=value) is None:
-                    futures.append(await producer.send_batch(builder, args.topic, partition=p))
-                    builder = builders[p] = producer.create_batch()
-                    builder.append(timestamp=None, key=key, value=value)
+                full = batches.append(key, value)
+                if full is not None:
+                    futures.append(await batches.send_full(full, key, value))
                 sent += 1
-            for p, builder in builders.items():
-                futures.append(await producer.send_batch(builder, args.topic, partition=p))
+            futures += await batches.send_all()  # this tick's events, at once
             if len(futures) > 1000:
                 done = [f for f in futures if f.done()]
                 for f in done:
@@ -108,11 +96,12 @@ def main() -> None:
     add("--zones", type=int, required=True)
     add("--devices-per-zone", type=int, required=True)
     add("--anomalies-per-hour", type=float, default=0.5)
+    add("--summary", type=Path, required=True, help="where the JSON summary goes")
     args = parser.parse_args()
     started = time.time()
     result = asyncio.run(produce(args))
     result["started_at"] = started
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    args.summary.write_bytes(orjson.dumps(result) + b"\n")
 
 
 if __name__ == "__main__":

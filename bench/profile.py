@@ -12,10 +12,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from devkit.processes import ChildProcess
 
 
 def py_spy() -> str | None:
@@ -30,7 +31,7 @@ class Profiler:
         self.pid = pid
         self.out = out
         self.rate = rate
-        self.process: subprocess.Popen | None = None
+        self.process: ChildProcess | None = None
         self.error: str | None = None
 
     def start(self) -> Profiler:
@@ -39,38 +40,20 @@ class Profiler:
             self.error = "py-spy not installed (pip install py-spy)"
             return self
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                exe,
-                "record",
-                "--pid",
-                str(self.pid),
-                "--rate",
-                str(self.rate),
-                "--format",
-                "raw",
-                "--output",
-                str(self.out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        argv = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw"]
+        log = self.out.with_suffix(".log")
+        self.process = ChildProcess(
+            "py-spy", [*argv, "--output", str(self.out)], dict(os.environ), log
+        ).start()
         return self
 
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            # py-spy writes its output on Ctrl-C.
-            os.kill(self.process.pid, signal.SIGINT)
-        try:
-            _, err = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            _, err = self.process.communicate(timeout=10)
+        self.process.signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        self.process.wait(30)
         if not self.out.exists():
-            self.error = (err or b"").decode(errors="replace").strip()[-500:] or "py-spy wrote nothing"
+            self.error = self.process.current_log().strip()[-500:] or "py-spy wrote nothing"
 
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -161,12 +144,13 @@ def summarize(folded: Path, top: int = 25) -> dict:
 
 
 _AREAS = (
-    ("telemetrypulse/models.py", "validation (models.py)"),
-    ("telemetrypulse/state.py", "device state (state.py)"),
-    ("telemetrypulse/windows.py", "device state (state.py)"),
-    ("telemetrypulse/alerts.py", "device state (state.py)"),
-    ("telemetrypulse/sink.py", "PostgreSQL sink (sink.py)"),
-    ("telemetrypulse/agents/", "agents (process.py, sinks.py)"),
+    ("telemetrypulse/models.py", "validation (models.py, decode*.py)"),
+    ("telemetrypulse/decode", "validation (models.py, decode*.py)"),
+    ("telemetrypulse/state.py", "partition state (state.py)"),
+    ("telemetrypulse/windows.py", "partition state (state.py)"),
+    ("telemetrypulse/alerts.py", "partition state (state.py)"),
+    ("telemetrypulse/changes.py", "change records (changes.py)"),
+    ("telemetrypulse/agents/", "agents (agents/)"),
     ("asyncpg/", "asyncpg"),
     ("aiokafka/", "aiokafka"),
     ("kafka/", "aiokafka"),

@@ -25,14 +25,16 @@ from aiokafka.partitioner import DefaultPartitioner
 from tqdm import tqdm
 
 from bench import harness
-from bench.data import Expected, burst_produce
+from bench.data import Expected
+from devkit import kafka_io
+from devkit.epoch import from_us, iso
+from telemetrypulse.models import SENSOR_UNITS
 from telemetrypulse.simulator import Simulator, Topology
 
 INTERVAL_S = 300
 TICKS = 7  # aligned start + 7 readings: the watermark sits early in a 15 m window, so two are open per series
 GRACE_S = 300  # WINDOW_GRACE_S: the bench's deployments keep the default
 PROBE_VALUES = {"co2": 612.0, "temperature": 21.5, "humidity": 41.0, "occupancy": 3}
-UNITS = {"co2": "ppm", "temperature": "celsius", "humidity": "percent", "occupancy": "count"}
 
 
 @dataclass
@@ -41,10 +43,6 @@ class Options:
     partitions: int
     seed: int
     keep: bool
-
-
-def iso(us: int) -> str:
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def probe_messages(
@@ -72,7 +70,7 @@ def probe_messages(
                 "sensor_type": sensor,
                 "value": value,
                 "ts_event": iso(ts_us),
-                "unit": UNITS[sensor],
+                "unit": SENSOR_UNITS[sensor],
             }
             messages.append((device.encode(), orjson.dumps(event)))
     return messages, ids
@@ -88,17 +86,18 @@ WHERE w.window_end + make_interval(secs => $1) > watermark.wm
 """
 
 
-async def state_size(dep: harness.Deployment, grace_s: float = GRACE_S) -> dict:
+async def state_size(dep: harness.BenchDeployment, grace_s: float = GRACE_S) -> dict:
     """Open windows the pipeline must hold in state, by the SPEC's rule (a window is final once its device's
     watermark reaches window_end + WINDOW_GRACE_S), counted in PostgreSQL: the same for any engine's state
-    encoding. Where the device-state changelog holds today's JSON records, their windows are counted too."""
+    encoding. Where the state changelog holds JSON records (an engine before the binary snapshots), their windows are
+    counted too."""
     conn = await dep.connect()
     try:
         windows = await conn.fetchval(OPEN_WINDOWS_SQL, float(grace_s))
     finally:
         await conn.close()
     result: dict = {"windows": windows, "counted_by": "by the SPEC's finality rule, from PostgreSQL"}
-    latest, records, size = await harness.read_latest_per_key(dep.bootstrap, dep.changelog_topic)
+    latest, records, size = await kafka_io.latest_per_key(dep.bootstrap, dep.names.partition_state_changelog)
     try:
         in_changelog = sum(len(orjson.loads(v).get("win", {})) for v in latest.values())
     except (orjson.JSONDecodeError, AttributeError):
@@ -110,12 +109,12 @@ async def state_size(dep: harness.Deployment, grace_s: float = GRACE_S) -> dict:
         windows_in_changelog=in_changelog,
     )
     if in_changelog is not None:
-        result["counted_by"] += f"; {in_changelog:,} in the device-state changelog's last records"
+        result["counted_by"] += f"; {in_changelog:,} in the state changelog's last records"
     return result
 
 
-async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int, kind: str) -> dict:
-    worker = dep.worker
+async def timed_restart(dep: harness.BenchDeployment, topology: Topology, ts_us: int, kind: str) -> dict:
+    worker = dep.pipeline
     assert worker is not None
     if kind == "kill":
         worker.kill()
@@ -124,7 +123,7 @@ async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int,
     if kind == "wipe":
         dep.wipe_state()
     messages, ids = probe_messages(topology, dep.partitions, ts_us)
-    await burst_produce(dep.bootstrap, dep.topic_events, messages, len(messages), desc="probes")
+    await kafka_io.produce_burst(dep.bootstrap, dep.topic_events, messages, len(messages), desc="probes")
     worker.start()
     began = worker.started_at
     conn = await dep.connect()
@@ -138,7 +137,7 @@ async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int,
                     ready_s = time.monotonic() - began
                 seen = await conn.fetchval(
                     "SELECT count(*) FROM telemetry_events WHERE ts_event = $1 AND event_id = ANY($2::uuid[])",
-                    datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us),
+                    from_us(ts_us),
                     ids,
                 )
                 if seen == len(ids):
@@ -156,7 +155,7 @@ async def timed_restart(dep: harness.Deployment, topology: Topology, ts_us: int,
 
 
 async def run(stack: dict[str, str], opts: Options) -> dict:
-    dep = await harness.Deployment(stack, "recovery", opts.partitions).setup()
+    dep = await harness.BenchDeployment(stack, "recovery", opts.partitions).setup()
     result: dict = {}
     try:
         now = datetime.now(UTC)
@@ -164,10 +163,10 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
         sim = Simulator(seed=opts.seed, start=start, interval=INTERVAL_S, topology=opts.topology)
         count = TICKS * opts.topology.device_count * 4
         expected = Expected()
-        await burst_produce(
-            dep.bootstrap, dep.topic_events, sim.pairs(), count, expected=expected, desc="pre-produce"
+        await kafka_io.produce_burst(
+            dep.bootstrap, dep.topic_events, sim.pairs(), count, on_value=expected.add, desc="pre-produce"
         )
-        worker = dep.new_worker()
+        worker = dep.new_pipeline()
         worker.start()
         await worker.wait_ready()
         ready_at = time.monotonic()

@@ -19,6 +19,7 @@ import psutil
 
 from bench import harness
 from bench.profile import COMPONENTS
+from devkit.paths import ROOT
 
 # Issue 11's targets ("Must show").
 TARGET_BATCH_RATIO = 1.0  # the worker end to end vs the batch baseline, on both datasets
@@ -104,13 +105,13 @@ async def machine_facts(stack: dict[str, str]) -> dict:
                 kafka = part[6:]
                 break
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=harness.ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     dirty = [
         line[3:]
         for line in subprocess.run(
-            ["git", "status", "--porcelain", "--", "telemetrypulse", "migrations"],
-            cwd=harness.ROOT,
+            ["git", "status", "--porcelain", "--", "telemetrypulse"],
+            cwd=ROOT,
             capture_output=True,
             text=True,
         ).stdout.splitlines()
@@ -139,7 +140,7 @@ async def machine_facts(stack: dict[str, str]) -> dict:
         "what_if": (
             "**bench/whatif ACTIVE: Faust's consumer loop without per-message wait_first (not the product)**"
             if any(
-                Path(p).resolve() == harness.ROOT / "bench" / "whatif"
+                Path(p).resolve() == ROOT / "bench" / "whatif"
                 for p in os.environ.get("PYTHONPATH", "").split(":")
                 if p
             )
@@ -549,7 +550,7 @@ def markdown(results: dict, facts: dict, mode: str) -> str:
             "",
             f"A `telemetrypulse api` process over a database the pipeline filled with {a['events']:,} simulator "
             f"events of {a['devices']} devices (pipeline stopped during the load); clients rotate over the three "
-            "routes with random sites, zones, sensors, window sizes and devices (`bench/api_load.py`).",
+            "routes with random sites, zones, sensors, window sizes and devices (`devkit/api_load.py`).",
             "",
             "| route | requests | errors | p50 | p99 | max | req/s |",
             "|---|---:|---:|---:|---:|---:|---:|",

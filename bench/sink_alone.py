@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -34,11 +32,14 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 import psutil
-from aiokafka import AIOKafkaProducer
 
 from bench import harness
+from devkit import kafka_io
+from devkit.databases import create_database, drop_database
+from devkit.processes import ChildProcess, child_env, log_says, telemetrypulse_command
 from telemetrypulse import changes, db
 from telemetrypulse.changes import LATEST_ROW, RAW_ROW, WINDOW_ROW
+from telemetrypulse.names import internal_names
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
 EVENTS_PER_BATCH = 4_000
@@ -182,16 +183,9 @@ class WindowState:
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_request_size=4 * 1024 * 1024
-    )
-    await producer.start()
     began = time.monotonic()
-    try:
-        futures = [await producer.send(topic, value=value, partition=p) for p, value in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    messages = [(None, value, partition) for partition, value in records]
+    await kafka_io.produce(bootstrap, topic, messages, linger_ms=20, max_request_size=4 * 1024 * 1024)
     return time.monotonic() - began
 
 
@@ -209,10 +203,9 @@ class Run:
 async def one_run(
     stack: dict[str, str], app_id: str, data: Dataset, batch_max: int | None, label: str
 ) -> Run:
-    name, dsn = await harness.create_database(stack["DATABASE_URL"], f"sink{label}")
+    name, dsn = await create_database(stack["DATABASE_URL"], f"tp_bench_sink{label}")
     log_path = harness.LOGS / f"sink-alone-{label}-{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    sink: subprocess.Popen | None = None
+    sink: ChildProcess | None = None
     try:
         await db.migrate(dsn)
         conn = await asyncpg.connect(dsn)
@@ -220,36 +213,25 @@ async def one_run(
             await conn.execute(TIMING_SQL)
         finally:
             await conn.close()
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOPIC_", "APP_ID", "SINK_"))
-        }
-        env.update(
+        env = child_env(
+            ("KAFKA_", "TOPIC_", "APP_ID", "SINK_"),
             KAFKA_BOOTSTRAP_SERVERS=stack["KAFKA_BOOTSTRAP_SERVERS"],
             DATABASE_URL=dsn,
             APP_ID=app_id,
             TOPIC_PARTITIONS=str(PARTITIONS),
             SINK_WEB_PORT="0",
-            PYTHONUNBUFFERED="1",
         )
         if batch_max:
             env["SINK_BATCH_MAX_RECORDS"] = str(batch_max)
-        with log_path.open("wb") as log:
-            sink = subprocess.Popen(
-                [str(harness.VENV_BIN / "telemetrypulse"), "sink"],
-                env=env,
-                cwd=harness.ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        assigned = log_says("INFO telemetrypulse.sink: assigned")
+        sink = ChildProcess("sink", telemetrypulse_command("sink"), env, log_path, ready=assigned).start()
         process = psutil.Process(sink.pid)
         deadline = time.monotonic() + 120
-        while "INFO telemetrypulse.sink: assigned" not in log_path.read_text(errors="replace"):
-            if sink.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sink did not start:\n{log_path.read_text()[-3000:]}")
-            await asyncio.sleep(0.01)
+        await sink.wait_ready(120, interval_s=0.01)
         cpu0 = sum(process.cpu_times()[:2])
-        ends = await harness.end_offsets(stack["KAFKA_BOOTSTRAP_SERVERS"], f"{app_id}-changes")
+        ends = await kafka_io.end_offsets(
+            stack["KAFKA_BOOTSTRAP_SERVERS"], internal_names(app_id).changes_topic
+        )
         conn = await asyncpg.connect(dsn)
         try:
             while True:
@@ -257,8 +239,8 @@ async def one_run(
                 positions = {r["partition"]: r["next_offset"] for r in rows}
                 if all(positions.get(p, 0) >= end for p, end in ends.items() if end):
                     break
-                if sink.poll() is not None or time.monotonic() > deadline + 600:
-                    raise RuntimeError(f"sink stopped or stalled:\n{log_path.read_text()[-3000:]}")
+                if not sink.alive() or time.monotonic() > deadline + 600:
+                    raise RuntimeError(f"sink stopped or stalled:\n{sink.current_log()[-3000:]}")
                 await asyncio.sleep(0.05)
             cpu1 = sum(process.cpu_times()[:2])
             backend = await conn.fetchval(
@@ -288,14 +270,9 @@ async def one_run(
             problems=problems,
         )
     finally:
-        if sink is not None and sink.poll() is None:
-            sink.terminate()  # SIGTERM, by the pid started here
-            try:
-                sink.wait(30)
-            except subprocess.TimeoutExpired:
-                sink.kill()
-                sink.wait(10)
-        await harness.drop_database(stack["DATABASE_URL"], name)
+        if sink is not None:
+            sink.stop(30)  # SIGTERM, by the pid started here
+        await drop_database(stack["DATABASE_URL"], name)
 
 
 async def check(conn: asyncpg.Connection, data: Dataset) -> list[str]:
@@ -325,7 +302,7 @@ def median(values: list[float | None]) -> float | None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    stack = harness.stack_env()
+    stack = harness.bench_stack()
     report: dict[str, dict] = {}
     exact = True
     for shape in args.shapes:
@@ -340,8 +317,8 @@ async def main_async(args: argparse.Namespace) -> int:
             flush=True,
         )
         app_id = f"bench-sink-{shape}-{uuid.uuid4().hex[:8]}"
-        topic = f"{app_id}-changes"
-        await harness.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [topic], PARTITIONS)
+        topic = internal_names(app_id).changes_topic
+        await kafka_io.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [topic], PARTITIONS)
         try:
             produce_s = await produce(stack["KAFKA_BOOTSTRAP_SERVERS"], topic, data.records)
             print(f"[{shape} devices] produced in {produce_s:.1f}s", flush=True)
@@ -358,7 +335,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     flush=True,
                 )
         finally:
-            await harness.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [topic])
+            await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [topic])
         report[shape] = {
             "devices": devices,
             "records": len(data.records),

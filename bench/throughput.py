@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from bench import harness
-from bench.data import Expected, burst_produce
+from bench.data import Expected
 from bench.profile import Profiler, render, summarize
+from devkit import kafka_io
+from devkit.databases import create_database, drop_database
 from telemetrypulse.simulator import Simulator, Topology
 
 
@@ -76,10 +78,10 @@ async def profile_pass(stack: dict[str, str], topic: str, opts: Options, seconds
     A pass of its own, so that sampling (py-spy pauses the worker ~97 times a second) cannot slow the pass
     whose rate is reported.
     """
-    dep = await harness.Deployment(stack, "tput-profile", opts.partitions, events_topic=topic).setup()
+    dep = await harness.BenchDeployment(stack, "tput-profile", opts.partitions, events_topic=topic).setup()
     out = harness.RESULTS / "profile-throughput.folded"
     try:
-        worker = dep.new_worker()
+        worker = dep.new_pipeline()
         worker.start()
         await worker.wait_ready()
         profiler = Profiler(worker.pid, out).start()  # the worker only: where Faust and our batch work run
@@ -101,10 +103,10 @@ async def profile_pass(stack: dict[str, str], topic: str, opts: Options, seconds
 
 
 async def run_batch_baseline(
-    stack: dict[str, str], dep: harness.Deployment, events: int, expected: Expected
+    stack: dict[str, str], dep: harness.BenchDeployment, events: int, expected: Expected
 ) -> dict:
     """The batch baseline over the whole topic, into its own database, checked exactly like the pipeline."""
-    name, dsn = await harness.create_database(stack["DATABASE_URL"], "batch")
+    name, dsn = await create_database(stack["DATABASE_URL"], "tp_bench_batch")
     try:
         ledger = harness.CpuLedger()
         child = harness.run_module(
@@ -119,7 +121,7 @@ async def run_batch_baseline(
         finally:
             await conn.close()
     finally:
-        await harness.drop_database(stack["DATABASE_URL"], name)
+        await drop_database(stack["DATABASE_URL"], name)
     result["exact"] = result["check"]["exact"]
     return result
 
@@ -134,13 +136,18 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
         result["stage_s"][name] = now - clock[0]
         clock[0] = now
 
-    dep = await harness.Deployment(stack, f"tput{opts.topology.device_count}", opts.partitions).setup()
+    dep = await harness.BenchDeployment(stack, f"tput{opts.topology.device_count}", opts.partitions).setup()
     try:
         topology = opts.topology
         sim = dataset(opts.events, opts.seed, topology)
         expected = Expected()
-        result["produce_rate"] = await burst_produce(
-            dep.bootstrap, dep.topic_events, sim.pairs(), opts.events, expected=expected, desc="pre-produce"
+        result["produce_rate"] = await kafka_io.produce_burst(
+            dep.bootstrap,
+            dep.topic_events,
+            sim.pairs(),
+            opts.events,
+            on_value=expected.add,
+            desc="pre-produce",
         )
         result["dataset"] = {
             "events": opts.events,
@@ -169,7 +176,7 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
             result["faust_floor"] = await harness.wait_module(child, timeout_s=600)
             stage("Faust floor")
 
-        worker = dep.new_worker()
+        worker = dep.new_pipeline()
         worker.start()
         sampler = harness.Sampler(worker, 0.5).start()
         result["ready_s"] = await worker.wait_ready()
@@ -215,7 +222,7 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
             stage("profile")
 
         # The naive pipeline on a prefix of the same topic, into a database of its own.
-        name, dsn = await harness.create_database(stack["DATABASE_URL"], "naive")
+        name, dsn = await create_database(stack["DATABASE_URL"], "tp_bench_naive")
         try:
             child = harness.run_module(
                 "bench.naive",
@@ -232,7 +239,7 @@ async def run(stack: dict[str, str], opts: Options) -> dict:
             )
             naive = await harness.wait_module(child, timeout_s=1800)
         finally:
-            await harness.drop_database(stack["DATABASE_URL"], name)
+            await drop_database(stack["DATABASE_URL"], name)
         naive["exact"] = (
             naive["raw_rows"] == naive["window_5m_events"] == naive["window_15m_events"] == naive["events"]
         )

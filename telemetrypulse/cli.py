@@ -1,5 +1,5 @@
-"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `sink`, `notify`,
-`devstack`."""
+"""`telemetrypulse` console script: the Faust app's commands plus `simulate`, `migrate`, `api`, `sink`, `notify`.
+(The local stack is the dev kit's: `python -m devkit`, which the Makefile calls.)"""
 
 from __future__ import annotations
 
@@ -39,10 +39,6 @@ def main(argv: list[str] | None = None) -> int:
             from telemetrypulse.sink.service import main as sink
 
             return sink(args[1:])
-        if command == "devstack":
-            from telemetrypulse.devstack import main as devstack
-
-            return devstack(args[1:])
         from telemetrypulse.app import app
 
         sys.argv = ["telemetrypulse", *args]

@@ -1,4 +1,8 @@
-"""PostgreSQL edge: connection pools, the migrations runner and daily partitions of the raw table."""
+"""PostgreSQL edge: connection pools, the migrations runner and daily partitions of the raw table.
+
+The migrations are package data (`telemetrypulse/migrations/NNNN_name.sql`), read through `importlib.resources`, so
+that an installed wheel (`pip install .`, the Docker image) migrates like the source tree does.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import contextlib
 import logging
 import re
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
@@ -15,7 +20,7 @@ from telemetrypulse.exceptions import MigrationError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = files("telemetrypulse") / "migrations"
 READER_ROLE = "telemetrypulse_reader"
 # May write the operator tables (acknowledgements, notes, webhooks) and nothing the sink owns (0005).
 OPERATOR_ROLE = "telemetrypulse_operator"
@@ -28,14 +33,14 @@ HISTORY_LOCK_ID = 0x7E1E_0014
 RETENTION_JOB_LOCK_ID = 0x7E1E_0015
 
 
-def migration_files(folder: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
-    """`NNNN_name.sql` files in order, as (version, path)."""
+def migration_files(folder: Traversable = MIGRATIONS) -> list[tuple[str, Traversable]]:
+    """`NNNN_name.sql` files in order, as (version, file)."""
     found = []
-    for path in sorted(folder.glob("*.sql")):
+    for path in sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = re.fullmatch(r"(\d{4})_[A-Za-z0-9_]+\.sql", path.name)
         if not match:
             raise MigrationError(f"migration file name not NNNN_name.sql: {path.name}")
-        found.append((path.stem, path))
+        found.append((path.name.removesuffix(".sql"), path))
     return found
 
 
@@ -43,7 +48,7 @@ async def connect(dsn: str, **kwargs) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, **kwargs)
 
 
-async def migrate(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(dsn: str, folder: Traversable = MIGRATIONS) -> list[str]:
     """Apply pending migrations, each in its own transaction; returns the versions applied here.
 
     An advisory lock serialises processes that start at once (worker and API, several workers):

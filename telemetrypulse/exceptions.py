@@ -17,9 +17,5 @@ class SinkError(TelemetryPulseError):
     """A PostgreSQL sink could not write a batch (retried by the caller)."""
 
 
-class DevstackError(TelemetryPulseError):
-    """The local Kafka or PostgreSQL could not be started or stopped."""
-
-
 class OutboxError(TelemetryPulseError):
     """The notifier could not read or write its deliveries in PostgreSQL (retried by the caller)."""

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from telemetrypulse.access import KeyRing, parse_api_keys
 from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.names import InternalNames, internal_names
 from telemetrypulse.webhooks import parse_webhook_urls
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -66,7 +67,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The PostgreSQL sink process (`telemetrypulse sink`).
     sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it
-    sink_batch_max_records: int = Field(64, ge=1, le=10_000)  # change records per transaction, at most
+    # Change records per transaction, at most: live records are small (one per worker slice), and more of them per
+    # transaction means fewer statements and more rows coalesced; memory is bounded by the fetch size anyway.
+    sink_batch_max_records: int = Field(1000, ge=1, le=100_000)
 
     # Retention (SPEC §11), enforced by the worker at start and hourly: days of raw readings (whole daily partitions)
     # and of 5- and 15-minute windows to keep; 0 keeps them forever. Hourly and daily windows are always kept.
@@ -190,13 +193,18 @@ class Settings(BaseSettings):
         )
 
     @property
+    def names(self) -> InternalNames:
+        """The internal topic and group names of this deployment (derived from APP_ID)."""
+        return internal_names(self.app_id)
+
+    @property
     def topic_changes(self) -> str:
         """The worker's change records for the sink (internal: named by APP_ID)."""
-        return f"{self.app_id}-changes"
+        return self.names.changes_topic
 
     @property
     def sink_group(self) -> str:
-        return f"{self.app_id}-sink"
+        return self.names.sink_group
 
     @property
     def uses_tls(self) -> bool:

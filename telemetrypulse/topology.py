@@ -17,7 +17,7 @@ alerts_topic = app.topic(settings.topic_alerts, partitions=settings.topic_partit
 dlq_topic = app.topic(settings.topic_dlq, partitions=settings.topic_partitions, **RAW)
 # Per batch and source partition, everything the PostgreSQL sink writes (changes.ChangesRecord).
 changes_topic = app.topic(
-    f"{settings.app_id}-changes", partitions=settings.topic_partitions, internal=True, **RAW
+    settings.names.changes_topic, partitions=settings.topic_partitions, internal=True, **RAW
 )
 
 # The state of each events partition: one record per device and one for the partition (state.PartitionState),
@@ -34,7 +34,7 @@ PARTITION_STATE_ROCKSDB = {
 partition_state_table = app.tables.add(
     FencedTable(
         app,
-        name="partition-state",
+        name=settings.names.partition_state_table,
         partitions=settings.topic_partitions,
         default=None,
         fence=record_fence,
@@ -50,11 +50,11 @@ app.topics.add(events_topic)
 
 
 async def ensure_pipeline_topics(settings_=settings) -> None:
-    from telemetrypulse.topics import ensure_topics
+    from telemetrypulse.kafka_admin import ensure_topics
 
     await ensure_topics(
         settings_,
-        [settings_.topic_events, settings_.topic_alerts, settings_.topic_dlq, f"{settings_.app_id}-changes"],
+        [settings_.topic_events, settings_.topic_alerts, settings_.topic_dlq, settings_.names.changes_topic],
         settings_.topic_partitions,
     )
 
@@ -70,15 +70,15 @@ async def ensure_changelog_topics(settings_=settings, timeout_s: float = 30.0) -
     """
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from telemetrypulse.kafka_admin import wait_until_visible
     from telemetrypulse.settings import aiokafka_options
-    from telemetrypulse.topics import _wait_visible
 
     tables = [partition_state_table]
     for table in tables:
         await table.changelog_topic.maybe_declare()
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings_), client_id=f"{settings_.app_id}-admin")
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings_), client_id=settings_.names.client_id("admin"))
     await admin.start()
     try:
-        await _wait_visible(admin, [table.changelog_topic_name for table in tables], timeout_s)
+        await wait_until_visible(admin, [table.changelog_topic_name for table in tables], timeout_s)
     finally:
         await admin.close()

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from tests import support
+from devkit.databases import create_database, drop_database
+from devkit.deployment import Deployment
+from devkit.local_stack import stack_env
+from devkit.paths import TEST_OUTPUT
 
 
 @pytest.fixture(scope="session")
 def stack() -> dict[str, str]:
-    return support.stack_env()
+    return stack_env()
 
 
 @pytest.fixture
 async def database(stack):
     """A fresh, empty database of its own (the stack's user may create databases); dropped after."""
-    name, dsn = await support.create_database(stack["DATABASE_URL"])
+    name, dsn = await create_database(stack["DATABASE_URL"])
     try:
         yield dsn
     finally:
-        await support.drop_database(stack["DATABASE_URL"], name)
+        await drop_database(stack["DATABASE_URL"], name)
 
 
 @pytest.fixture
@@ -32,13 +35,9 @@ async def migrated_database(database):
 
 @pytest.fixture
 async def pipeline(stack, database, tmp_path):
-    """An isolated deployment (own APP_ID, topics, database); every worker it started is stopped after."""
-    pipe = support.Pipeline(stack, database, tmp_path)
-    await support.create_topics(
-        pipe.bootstrap, [pipe.topic_events, pipe.topic_alerts, pipe.topic_dlq], pipe.partitions
-    )
+    """An isolated deployment (own APP_ID, topics, database); every process it started is stopped after."""
+    pipe = await Deployment(stack, logs=TEST_OUTPUT / "logs", dsn=database, tmp=tmp_path).setup()
     try:
         yield pipe
     finally:
-        pipe.stop_all()
-        await support.delete_topics(pipe.bootstrap, pipe.topics)
+        await pipe.close()

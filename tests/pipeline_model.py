@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from devkit.epoch import parse_us
+
 GRACE_S = 300
 RULES = {
     "co2": (1000.0, 950.0, "CO2_HIGH"),
@@ -175,11 +177,6 @@ def _invalid(rng, event_id, device, site, zone, moment) -> bytes:
         lambda: orjson.dumps(dict(base, event_id="nope")),
     ]
     return rng.choice(kinds)()
-
-
-def parse_us(text: str) -> int:
-    moment = datetime.fromisoformat(text)
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 @dataclass

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from devkit.ports import free_port
 from telemetrypulse.webhooks import verify_signature
-from tests.support import free_port
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.data_access import Reader
 from telemetrypulse.api.errors import DATABASE_DOWN, ServiceUnavailable
-from telemetrypulse.api.metrics import SSE_EVENTS, SSE_SUBSCRIBERS
+from telemetrypulse.api.http_metrics import SSE_EVENTS, SSE_SUBSCRIBERS
 
 log = logging.getLogger(__name__)
 

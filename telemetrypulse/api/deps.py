@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from pydantic import BeforeValidator
 
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.data_access import Reader
 from telemetrypulse.api.errors import ServiceUnavailable
+from telemetrypulse.api.resources import ApiState
 from telemetrypulse.api.schemas import AlertStatus, HeatmapMetric, OutputFormat, SensorType, WindowSize
-from telemetrypulse.api.state import ApiState
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # Query times are kept inside what every layer can represent and do arithmetic on (datetime, PostgreSQL).

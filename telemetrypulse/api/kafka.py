@@ -57,7 +57,7 @@ class EventPublisher:
         # it requires acks=all.
         return AIOKafkaProducer(
             **aiokafka_options(self.settings),
-            client_id=f"{self.settings.app_id}-api",
+            client_id=self.settings.names.client_id("api"),
             enable_idempotence=True,
             acks="all",
             linger_ms=5,

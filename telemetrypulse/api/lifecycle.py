@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
-from telemetrypulse.api.database import Reader, Writer
+from telemetrypulse.api.data_access import Reader, Writer
 from telemetrypulse.webhooks import event_name
 
 # The first acknowledgement wins; a repeat (the same operator's double click, or a colleague a second

@@ -18,13 +18,13 @@ from fastapi.staticfiles import StaticFiles
 
 from telemetrypulse import db
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader, Writer
+from telemetrypulse.api.data_access import Reader, Writer
 from telemetrypulse.api.errors import install_error_handlers
+from telemetrypulse.api.http_metrics import MetricsMiddleware
 from telemetrypulse.api.kafka import EventPublisher
-from telemetrypulse.api.metrics import MetricsMiddleware
+from telemetrypulse.api.resources import ApiOptions, ApiState
 from telemetrypulse.api.routes import ROUTERS
 from telemetrypulse.api.routes.dashboard import STATIC_DIR
-from telemetrypulse.api.state import ApiOptions, ApiState
 from telemetrypulse.exceptions import TelemetryPulseError
 from telemetrypulse.settings import Settings, get_settings
 

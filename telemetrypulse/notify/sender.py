@@ -23,7 +23,7 @@ from typing import TypeVar
 import httpx
 
 from telemetrypulse.exceptions import OutboxError
-from telemetrypulse.notify import metrics
+from telemetrypulse.notify import delivery_metrics
 from telemetrypulse.notify.outbox import Delivery, Outbox
 from telemetrypulse.webhooks import BACKOFF_MAX_S, Receiver, backoff_s, delivery_headers, redact_url
 
@@ -129,7 +129,7 @@ class ReceiverSender:
                 continue
             try:
                 for delivery_id, attempts in await self.outbox.expire(self.name, self.max_age_s):
-                    metrics.EXPIRED.labels(self.name).inc()
+                    delivery_metrics.EXPIRED.labels(self.name).inc()
                     log.warning(
                         "delivery %s to %s given up after %d attempts (WEBHOOK_MAX_AGE_S=%g)",
                         delivery_id,
@@ -139,7 +139,7 @@ class ReceiverSender:
                     )
                 batch = await self.outbox.due(self.name, BATCH)
             except OutboxError as e:
-                metrics.OUTBOX_RETRIES.inc()
+                delivery_metrics.OUTBOX_RETRIES.inc()
                 log.warning("sender %s: %s; retrying in %.0fs", self.name, e, DB_PAUSE_S)
                 await self._pause(DB_PAUSE_S)
                 continue
@@ -199,7 +199,7 @@ class ReceiverSender:
         try:
             attempt_id = await self.outbox.begin_attempt(delivery)
         except OutboxError as e:
-            metrics.OUTBOX_RETRIES.inc()
+            delivery_metrics.OUTBOX_RETRIES.inc()
             log.warning("sender %s: %s (nothing sent); retrying in %.0fs", self.name, e, DB_PAUSE_S)
             return Outcome(slow_down_s=DB_PAUSE_S)
         headers = delivery_headers(self.secret, delivery.delivery_id, delivery.status, delivery.payload)
@@ -232,9 +232,9 @@ class ReceiverSender:
             latency = await self._record(
                 lambda: self.outbox.record_success(attempt_id, delivery, status_code, duration_ms)
             )
-            metrics.ATTEMPTS.labels(self.name, "delivered").inc()
+            delivery_metrics.ATTEMPTS.labels(self.name, "delivered").inc()
             if latency is not None:
-                metrics.DELIVERY_LATENCY.observe(latency)
+                delivery_metrics.DELIVERY_LATENCY.observe(latency)
             log.debug(
                 "delivered %s to %s (HTTP %d, %.0f ms)",
                 delivery.delivery_id,
@@ -253,7 +253,7 @@ class ReceiverSender:
             )
         )
         outcome = "http_error" if status_code is not None else "transport_error"
-        metrics.ATTEMPTS.labels(self.name, outcome).inc()
+        delivery_metrics.ATTEMPTS.labels(self.name, outcome).inc()
         log.info(
             "delivery %s to %s (%s) failed, attempt %d: %s; retry in %.1fs",
             delivery.delivery_id,
@@ -277,7 +277,7 @@ class ReceiverSender:
             try:
                 return await write()
             except OutboxError as e:
-                metrics.OUTBOX_RETRIES.inc()
+                delivery_metrics.OUTBOX_RETRIES.inc()
                 if self._stop.is_set():
                     give_up_at = give_up_at or time.monotonic() + RECORD_GRACE_S
                     if time.monotonic() > give_up_at:

@@ -28,11 +28,11 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from telemetrypulse import db
 from telemetrypulse.exceptions import OutboxError, SettingsError, TelemetryPulseError
-from telemetrypulse.notify import metrics
+from telemetrypulse.kafka_admin import ensure_topics
+from telemetrypulse.notify import delivery_metrics
 from telemetrypulse.notify.outbox import Outbox, SenderLease
 from telemetrypulse.notify.sender import ReceiverSender
 from telemetrypulse.settings import Settings, aiokafka_options, get_settings
-from telemetrypulse.topics import ensure_topics
 from telemetrypulse.webhooks import (
     AlertMessage,
     PlannedDelivery,
@@ -50,7 +50,7 @@ STOP_GRACE_EXTRA_S = 5.0
 
 
 def consumer_group(settings: Settings) -> str:
-    return f"{settings.app_id}-notifier"
+    return settings.names.notifier_group
 
 
 def check_settings(settings: Settings) -> None:
@@ -68,7 +68,7 @@ def select_alerts(records: list[ConsumerRecord], now_ms: int, max_age_s: float) 
     for record in records:
         parsed = parse_alert_message(record.value)
         if isinstance(parsed, str):
-            metrics.MESSAGES.labels("invalid").inc()
+            delivery_metrics.MESSAGES.labels("invalid").inc()
             log.warning(
                 "skipping a message that is not an alert (%s) at %s[%d]@%d",
                 parsed,
@@ -78,9 +78,9 @@ def select_alerts(records: list[ConsumerRecord], now_ms: int, max_age_s: float) 
             )
             continue
         if record.timestamp is not None and now_ms - record.timestamp > max_age_s * 1000:
-            metrics.MESSAGES.labels("too_old").inc()
+            delivery_metrics.MESSAGES.labels("too_old").inc()
             continue
-        metrics.MESSAGES.labels("planned").inc()
+        delivery_metrics.MESSAGES.labels("planned").inc()
         alerts.append(parsed)
     return alerts
 
@@ -222,10 +222,10 @@ class Notifier:
         while True:
             try:
                 created = await self.outbox.enqueue(planned)
-                metrics.DELIVERIES_CREATED.inc(created)
+                delivery_metrics.DELIVERIES_CREATED.inc(created)
                 return True
             except OutboxError as e:
-                metrics.OUTBOX_RETRIES.inc()
+                delivery_metrics.OUTBOX_RETRIES.inc()
                 if self.stopping.is_set():
                     log.warning(
                         "stopping with %d deliveries not enqueued (%s); they are read again next start",
@@ -337,7 +337,7 @@ class Notifier:
         assert self.outbox is not None
         pending = await self.outbox.pending_by_receiver()
         for name in set(pending) | set(self.receivers):
-            metrics.PENDING.labels(name).set(pending.get(name, 0))
+            delivery_metrics.PENDING.labels(name).set(pending.get(name, 0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,10 +30,10 @@ from aiokafka.errors import IllegalStateError
 
 from telemetrypulse import db, metrics
 from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.settings import Settings, aiokafka_options, get_settings
 from telemetrypulse.sink.batch import BatchBuilder, RecordError, SinkBatch, decode_record
 from telemetrypulse.sink.writer import PostgresWriter
-from telemetrypulse.topics import ensure_topics
 
 log = logging.getLogger("telemetrypulse.sink")
 

@@ -8,29 +8,24 @@ those readings itself (an independent model) and writes the resulting rows, as t
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from devkit.databases import create_database, drop_database
+from devkit.epoch import EPOCH
+from devkit.paths import TEST_OUTPUT
+from devkit.ports import free_port
+from devkit.processes import api_process, child_env
 from telemetrypulse import db
 from telemetrypulse.settings import Settings
-from tests import support
-from tests.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)  # aligned to 15 minutes
 SENSOR_BASE = {"co2": 700.0, "temperature": 22.0, "humidity": 50.0, "occupancy": 3.0}
 SENSOR_SPREAD = {"co2": 500.0, "temperature": 10.0, "humidity": 35.0, "occupancy": 6.0}
@@ -42,12 +37,12 @@ SENSOR_SPREAD = {"co2": 500.0, "temperature": 10.0, "humidity": 35.0, "occupancy
 @pytest.fixture(scope="module")
 async def api_dsn(stack) -> str:
     """A migrated database of this module's own, dropped afterwards."""
-    name, dsn = await support.create_database(stack["DATABASE_URL"])
+    name, dsn = await create_database(stack["DATABASE_URL"])
     try:
         await db.migrate(dsn)
         yield dsn
     finally:
-        await support.drop_database(stack["DATABASE_URL"], name)
+        await drop_database(stack["DATABASE_URL"], name)
 
 
 def api_settings(stack: dict[str, str], dsn: str, **overrides) -> Settings:
@@ -65,7 +60,7 @@ def api_settings(stack: dict[str, str], dsn: str, **overrides) -> Settings:
 async def app_client(settings: Settings, **options):
     """The app with its lifespan run, and an httpx client talking to it in-process."""
     from telemetrypulse.api.main import create_app
-    from telemetrypulse.api.state import ApiOptions
+    from telemetrypulse.api.resources import ApiOptions
 
     app = create_app(settings, ApiOptions(**options))
     async with app.router.lifespan_context(app):
@@ -81,62 +76,12 @@ async def client(stack, api_dsn):
         yield c
 
 
-class LiveApi:
-    """`python -m telemetrypulse.api.main` as a child process on a free port (stopped by its pid)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 60) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "telemetrypulse.api.main", "--port", str(self.port)],
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"API exited ({self.process.returncode}):\n{self.log_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"API not up after {timeout_s}s:\n{self.log_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 def live_api_env(stack: dict[str, str], dsn: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KAFKA_", "TOPIC_", "API_KEY", "DATABASE_URL"))
-    }
-    env.update(
+    env = child_env(
+        ("KAFKA_", "TOPIC_", "API_KEY", "DATABASE_URL"),
         KAFKA_BOOTSTRAP_SERVERS=stack["KAFKA_BOOTSTRAP_SERVERS"],
         DATABASE_URL=dsn,
         TOPIC_EVENTS=f"test-api-{uuid.uuid4().hex[:8]}.events",
-        PYTHONUNBUFFERED="1",
         LOG_LEVEL="warning",
     )
     env.update(extra)
@@ -145,12 +90,14 @@ def live_api_env(stack: dict[str, str], dsn: str, **extra: str) -> dict[str, str
 
 @contextlib.contextmanager
 def live_api(env: dict[str, str], name: str):
-    api = LiveApi(env, support.OUTPUT / "logs" / f"api-{name}-{uuid.uuid4().hex[:6]}.log")
+    """`telemetrypulse api` as a child process on a free port (its `url`), up once /health/live answers."""
+    log_path = TEST_OUTPUT / "logs" / f"api-{name}-{uuid.uuid4().hex[:6]}.log"
+    api = api_process(env, log_path, free_port(), ready_path="/health/live")
     try:
-        api.start()
+        api.start().wait_ready_blocking(60)
         yield api
     finally:
-        api.stop()
+        api.stop(15)
 
 
 # ---------------------------------------------------------------- the known dataset

@@ -171,9 +171,9 @@ async def test_reads_and_ingest_open_until_a_key_has_that_scope(stack, api_dsn, 
 
 @pytest.fixture(scope="module")
 async def topic_events(stack):
-    from tests import support
+    from devkit import kafka_io
 
     name = f"test-api-{uuid.uuid4().hex[:8]}.events"
-    await support.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [name], 1)
+    await kafka_io.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [name], 1)
     yield name
-    await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [name])
+    await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [name])

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import support
+from devkit.paths import TEST_OUTPUT
+from devkit.waiting import wait_for
 from tests.api.conftest import live_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -73,7 +74,7 @@ async def poll(fetch, predicate, timeout_s: float, what: str):
         value = await fetch()
         return value if predicate(value) else None
 
-    return await support.wait_for(check, timeout_s, interval_s=0.5, what=what)
+    return await wait_for(check, timeout_s, interval_s=0.5, what=what)
 
 
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian chromium not installed (make install)")
@@ -82,14 +83,14 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
 
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     now = datetime.now(UTC).replace(microsecond=0)
     events = baseline(now)
 
     env = pipeline.env(9, LOG_LEVEL="warning", API_KEYS=f"ops:{OPERATOR_KEY}:read+operate")
     with live_api(env, "browser") as api:
         async with httpx.AsyncClient(
-            base_url=api.base_url, timeout=30, headers={"X-API-Key": OPERATOR_KEY}
+            base_url=api.url, timeout=30, headers={"X-API-Key": OPERATOR_KEY}
         ) as http:
             accepted = await http.post("/ingest/batch", json=events)
             assert accepted.status_code == 202 and accepted.json()["accepted"] == len(events), accepted.text
@@ -109,7 +110,7 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
                     page = await browser.new_page(viewport={"width": 1400, "height": 1100})
                     console_errors: list[str] = []
                     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-                    await page.goto(api.base_url + "/")
+                    await page.goto(api.url + "/")
 
                     # Reads are protected: the page asks for the key, once.
                     await page.locator("[data-testid=key-prompt]").wait_for(state="visible", timeout=20_000)
@@ -216,8 +217,8 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
                     )
                     assert storage == [OPERATOR_KEY, 0, ""]
                     await asyncio.sleep(0.5)
-                    support.OUTPUT.mkdir(parents=True, exist_ok=True)
-                    await page.screenshot(path=str(support.OUTPUT / "dashboard.png"), full_page=True)
+                    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+                    await page.screenshot(path=str(TEST_OUTPUT / "dashboard.png"), full_page=True)
                     await page.reload()
                     await page.wait_for_selector("[data-testid=heatmap-cell]", timeout=20_000)
                     assert await page.locator("[data-testid=key-prompt]").is_hidden()

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from devkit import kafka_io
 from telemetrypulse.api.main import create_app
-from tests import support
 from tests.api.conftest import live_api, live_api_env
 
 pytestmark = pytest.mark.integration
@@ -43,12 +43,12 @@ async def fuzz_server(stack, api_dsn, dataset):
         API_KEY=INGEST_KEY,
         LOG_LEVEL="info",
     )
-    await support.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]], 1)
+    await kafka_io.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]], 1)
     try:
         with live_api(env, "fuzz") as api:
             yield api
     finally:
-        await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]])
+        await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]])
 
 
 def load_schema():
@@ -69,20 +69,20 @@ OPEN_PATHS = {"/health/live", "/health/ready", "/metrics"}
 
 
 def test_served_document_is_the_one_fuzzed(fuzz_server):
-    assert httpx.get(f"{fuzz_server.base_url}/openapi.json").json() == create_app().openapi()
+    assert httpx.get(f"{fuzz_server.url}/openapi.json").json() == create_app().openapi()
 
 
 @schema.parametrize()
 def test_no_5xx_and_every_response_matches_its_schema(case, fuzz_server):
     case.call_and_validate(
-        base_url=fuzz_server.base_url, checks=CHECKS, timeout=30, headers={"X-API-Key": ADMIN_KEY}
+        base_url=fuzz_server.url, checks=CHECKS, timeout=30, headers={"X-API-Key": ADMIN_KEY}
     )
 
 
 @schema.parametrize()
 @settings(max_examples=3)
 def test_without_a_key_every_refusal_is_documented(case, fuzz_server):
-    response = case.call_and_validate(base_url=fuzz_server.base_url, checks=CHECKS, timeout=30)
+    response = case.call_and_validate(base_url=fuzz_server.url, checks=CHECKS, timeout=30)
     # Negative cases may use a method the route does not have (405 comes first); any other is refused.
     if case.path not in OPEN_PATHS and case.method.upper() == case.operation.method.upper():
         assert response.status_code == 401, (case.method, case.path, response.status_code)

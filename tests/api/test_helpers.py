@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bench.api_load import percentile
+from devkit.api_load import percentile
 from telemetrypulse.api.deps import parse_query_time
 from telemetrypulse.api.errors import InvalidParameter
 from telemetrypulse.api.routes.alerts import decode_cursor, encode_cursor, resume_point

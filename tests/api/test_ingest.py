@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from devkit import kafka_io
 from telemetrypulse.models import Invalid, now_us, validate_event
-from tests import support
 from tests.api.conftest import api_settings, app_client, free_port
 
 pytestmark = pytest.mark.integration
@@ -35,9 +35,9 @@ def event(**overrides) -> dict:
 @pytest.fixture(scope="module")
 async def topic_settings(stack, api_dsn):
     settings = api_settings(stack, api_dsn)
-    await support.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_events], 2)
+    await kafka_io.create_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_events], 2)
     yield settings
-    await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_events])
+    await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [settings.topic_events])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ async def ingest_client(topic_settings):
 
 
 async def topic_messages(settings) -> list[tuple[bytes, bytes]]:
-    records = await support.read_topic(settings.kafka_bootstrap_servers, settings.topic_events)
+    records = await kafka_io.read_topic(settings.kafka_bootstrap_servers, settings.topic_events)
     return [(r.key, r.value) for r in records]
 
 

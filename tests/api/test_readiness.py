@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests import support
+from devkit.waiting import wait_for
 from tests.api.conftest import api_settings, app_client, free_port
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def wait_ready(client, timeout_s: float = 30) -> dict:
         status, body, _ = await ready_status(client)
         return body if status == 200 else None
 
-    return await support.wait_for(ready, timeout_s, interval_s=0.3, what="/health/ready to say 200")
+    return await wait_for(ready, timeout_s, interval_s=0.3, what="/health/ready to say 200")
 
 
 async def test_postgres_going_away_and_coming_back(stack, api_dsn):

@@ -13,7 +13,7 @@ import pytest
 
 from telemetrypulse import db
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader
+from telemetrypulse.api.data_access import Reader
 from tests.api.conftest import insert_alert, live_api, live_api_env, new_alert
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ async def open_stream(base_url: str, params: dict | None = None, headers: dict |
 
 
 async def test_alert_is_pushed_when_it_opens_and_when_it_resolves(server, writer):
-    async with open_stream(server.base_url, {"heartbeat_s": 30}) as stream:
+    async with open_stream(server.url, {"heartbeat_s": 30}) as stream:
         alert = new_alert(device_id="dev-live", value=1500.0, peak_value=1500.0)
         opened_seq = await insert_alert(writer, alert)
         opened = await stream.next_of("alert")
@@ -100,7 +100,7 @@ async def test_alert_is_pushed_when_it_opens_and_when_it_resolves(server, writer
 
 
 async def test_heartbeats_while_idle(server):
-    async with open_stream(server.base_url, {"heartbeat_s": 1}) as stream:
+    async with open_stream(server.url, {"heartbeat_s": 1}) as stream:
         first = await stream.next(timeout_s=5)
         second = await stream.next(timeout_s=5)
 
@@ -119,7 +119,7 @@ async def test_resume_sends_what_was_missed_then_live_without_duplicates(server,
     )
     params = resume.get("params", {}) | {"heartbeat_s": 30}
 
-    async with open_stream(server.base_url, params, resume.get("headers")) as stream:
+    async with open_stream(server.url, params, resume.get("headers")) as stream:
         missed = [await stream.next_of("alert") for _ in range(2)]
         live_seq = await insert_alert(writer, new_alert(device_id=f"dev-after-{how}"))
         live = await stream.next_of("alert")
@@ -131,7 +131,7 @@ async def test_resume_sends_what_was_missed_then_live_without_duplicates(server,
 
 async def test_header_wins_over_query(server, writer):
     seqs = [await insert_alert(writer, new_alert(device_id=f"dev-prio-{i}")) for i in range(2)]
-    async with open_stream(server.base_url, {"since_seq": 0}, {"Last-Event-ID": str(seqs[0])}) as stream:
+    async with open_stream(server.url, {"since_seq": 0}, {"Last-Event-ID": str(seqs[0])}) as stream:
         first = await stream.next_of("alert")
     assert int(first["id"]) == seqs[1]
 

@@ -6,25 +6,20 @@ import json
 
 import pytest
 
-from telemetrypulse import devstack
+from devkit.local_stack import LocalStack
 from tests.faults.harness import REPORTS
 
 
 @pytest.fixture
 def own_kafka(stack) -> None:
     """The broker in `.devstack/env` is the one `make up` started here: only then may a test crash it."""
-    s = devstack.stack()
-    if s.kafka_pid() is None or s.kafka_bootstrap() != stack["KAFKA_BOOTSTRAP_SERVERS"]:
+    if not LocalStack().owns(stack)["kafka"]:
         pytest.skip("Kafka is not this clone's devstack broker (external KAFKA_BOOTSTRAP_SERVERS)")
 
 
 @pytest.fixture
 def own_postgres(stack) -> None:
-    s = devstack.stack()
-    if (
-        s.postgres_pid() is None
-        or devstack.private_dsn(s.state()["postgres"]["port"]) != stack["DATABASE_URL"]
-    ):
+    if not LocalStack().owns(stack)["postgres"]:
         pytest.skip("PostgreSQL is not this clone's devstack cluster (external DATABASE_URL)")
 
 

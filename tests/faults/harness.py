@@ -1,6 +1,6 @@
 """The fault battery's machinery: a paced background producer (data flows while a fault is injected),
-the V2 sampler, progress probes (V6), the invariant checks once the stream is idle (V1–V5), the API
-process for V7, and one JSON report per scenario in `test-output/faults/`.
+the V2 sampler, progress probes (V6), the invariant checks once the stream is idle (V1–V5), the API's
+readiness for V7, and one JSON report per scenario in `test-output/faults/`.
 
 The expected outcome always comes from `tests/pipeline_model.py` (SPEC rules, written independently
 of the worker); nothing here asks the worker what it thinks happened.
@@ -13,29 +13,30 @@ import contextlib
 import json
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.epoch import to_us
+from devkit.paths import TEST_OUTPUT
+from devkit.processes import ChildProcess
+from devkit.waiting import wait_for
+from telemetrypulse.names import internal_names
 from telemetrypulse.state import record_fence
-from tests import support
-from tests.integration.test_pipeline_exact import assert_matches_model, support_us
+from tests.integration.test_pipeline_exact import assert_matches_model
 from tests.pipeline_model import Dataset, Expected, Message, expected_outcome
 
 log = logging.getLogger(__name__)
 
-REPORTS = support.OUTPUT / "faults"
+REPORTS = TEST_OUTPUT / "faults"
 PROGRESS_LIMIT_S = 60.0  # V6
 
 
@@ -71,28 +72,15 @@ class PacedProducer:
         self.task = asyncio.create_task(self._run(), name="paced-producer")
 
     async def _run(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            request_timeout_ms=90_000,
-            max_request_size=8 * 1024 * 1024,
-        )
-        await producer.start()
-        try:
+        async with kafka_io.OrderedProducer(
+            self.bootstrap, request_timeout_ms=90_000, max_request_size=8 * 1024 * 1024
+        ) as producer:
             for first in range(0, len(self.items), self.chunk):
                 part = self.items[first : first + self.chunk]
-                futures = [
-                    await producer.send(self.topic, key=i.key, value=i.value, partition=i.partition)
-                    for i in part
-                ]
-                await asyncio.gather(*futures)
+                await producer.send_all(self.topic, [(i.key, i.value, i.partition) for i in part])
                 self.sent += len(part)
                 if self.sent < len(self.items):
                     await asyncio.sleep(self.pause_s)
-        finally:
-            await producer.stop()
         self.finished_at = time.monotonic()
 
     @property
@@ -168,7 +156,7 @@ class WindowSampler:
             except asyncpg.UndefinedTableError:
                 return  # not migrated yet
             for r in rows:
-                key = (size, r["device_id"], r["sensor_type"], support_us(r["window_start"]))
+                key = (size, r["device_id"], r["sensor_type"], to_us(r["window_start"]))
                 want = self.want.get(key)
                 if (want is None or r["count_events"] > want) and len(self.violations) < 50:
                     self.violations.append(f"{key}: count {r['count_events']} > expected {want}")
@@ -244,7 +232,7 @@ class Fault:
 class FaultRun:
     """One scenario: stream `dataset` paced into the pipeline, sample V2, time V6 per fault, verify."""
 
-    pipe: support.Pipeline
+    pipe: Deployment
     dataset: Dataset
     name: str
     chunks: int = 24
@@ -263,7 +251,7 @@ class FaultRun:
             self.pipe.bootstrap, self.pipe.topic_events, self.items, self.chunks, self.pause_s
         )
         self.sampler = WindowSampler(self.pipe.dsn, self.expected)
-        self.offsets = Offsets(self.pipe.bootstrap, self.pipe.app_id)
+        self.offsets = Offsets(self.pipe.bootstrap, self.pipe.names.worker_group)
         self.started = time.monotonic()
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -343,6 +331,15 @@ class FaultRun:
         fault.error = f"no progress within {PROGRESS_LIMIT_S:.0f}s: {last}"
         raise AssertionError(f"V6 {fault.label}: {fault.error}")
 
+    async def kill_and_restart(self, process: ChildProcess, label: str) -> Fault:
+        """The fault `label`: SIGKILL a process of the pipeline (a worker, the sink) and start it again at once;
+        then V6, from the restart."""
+        fault = self.fault(label)
+        process.kill()
+        process.start()
+        await self.progress(fault)
+        return fault
+
     async def baseline(self) -> tuple[dict[int, int], int | None]:
         return await self._snapshot()
 
@@ -361,7 +358,7 @@ class FaultRun:
                 return False
 
         try:
-            await support.wait_for(done, timeout_s, interval_s=1.0, what="the sink to settle")
+            await wait_for(done, timeout_s, interval_s=1.0, what="the sink to settle")
         except TimeoutError:
             raise AssertionError(
                 f"not settled after {timeout_s}s: (raw rows, sum of 5m counts) = {await self.pipe.counts()}, "
@@ -379,7 +376,7 @@ class FaultRun:
         finally:
             await conn.close()
         missing: dict[int, list[int]] = {}
-        for record in await support.read_topic(self.pipe.bootstrap, self.pipe.topic_events):
+        for record in await kafka_io.read_topic(self.pipe.bootstrap, self.pipe.topic_events):
             try:
                 event = orjson.loads(record.value)
                 key = (event["device_id"], event["event_id"].lower())
@@ -403,7 +400,7 @@ class FaultRun:
     async def caught_up(self, timeout_s: float = 60) -> None:
         """V5: committed offsets of the events topic (the worker's group) and of the changes topic (the sink's
         group, which commits to Kafka after each PostgreSQL transaction) reach the end offsets."""
-        changes = f"{self.pipe.app_id}-changes"
+        changes = self.pipe.names.changes_topic
         last = None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -434,7 +431,7 @@ class FaultRun:
         try:
             rows = await conn.fetch(
                 "SELECT partition, next_offset FROM sink_offsets WHERE topic = $1",
-                f"{self.pipe.app_id}-changes",
+                self.pipe.names.changes_topic,
             )
         finally:
             await conn.close()
@@ -452,7 +449,7 @@ class FaultRun:
 
         # V3: duplicates on the alerts topic are allowed (at-least-once; consumers dedupe by alert_id) —
         # counted, not hidden.
-        alerts = support.decode_all(await support.read_topic(self.pipe.bootstrap, self.pipe.topic_alerts))
+        alerts = kafka_io.json_values(await kafka_io.read_topic(self.pipe.bootstrap, self.pipe.topic_alerts))
         per = Counter((a["alert_id"], a["status"]) for a in alerts)
         duplicates = {f"{k[0]}:{k[1]}": n for k, n in per.items() if n > 1}
 
@@ -467,7 +464,7 @@ class FaultRun:
             late_rows = await conn.fetchval("SELECT count(*) FROM telemetry_events WHERE late")
         finally:
             await conn.close()
-        dead = support.decode_all(await support.read_topic(self.pipe.bootstrap, self.pipe.topic_dlq))
+        dead = kafka_io.json_values(await kafka_io.read_topic(self.pipe.bootstrap, self.pipe.topic_dlq))
         dlq = len({(d["source_partition"], d["source_offset"]) for d in dead})
         produced = self.already_produced + len(self.items)
         model_late_rows = len(self.expected.raw) - self.expected.accepted
@@ -537,11 +534,11 @@ async def changelog_regressions(bootstrap: str, app_id: str) -> dict:
     """Device-state changelog records whose fence is LOWER than an earlier record of the same key (what a
     zombie writes after the new owner moved on), and the keys whose last record is such a one: a restore from
     the changelog — or a compacted changelog — brings stale state back for those."""
-    topic = f"{app_id}-partition-state-changelog"
+    topic = internal_names(app_id).partition_state_changelog
     best: dict[bytes, int] = {}
     last: dict[bytes, int] = {}
     regressions = 0
-    for record in await support.read_topic(bootstrap, topic, timeout_s=10):
+    for record in await kafka_io.read_topic(bootstrap, topic, timeout_s=10):
         if record.value is None:
             continue
         fence = record_fence(record.value)
@@ -575,23 +572,15 @@ def _log_table_rows(block: str) -> list[list[str]]:
     return rows[1:]  # without the header
 
 
-def recovery_reads(log_text: str) -> list[dict[int, tuple[int, int]]]:
-    """Per Faust recovery in a worker log: partition-state changelog partition -> (highwater, start offset) of
-    its ACTIVE partitions. -1 as start means read from the beginning; a standby copy starts near the highwater."""
+def recovery_reads(log_text: str, changelog: str) -> list[dict[int, tuple[int, int]]]:
+    """Per Faust recovery in a worker log: partition of `changelog` (the partition-state table's) -> (highwater, start
+    offset) of its ACTIVE partitions. -1 as start means read from the beginning; a standby copy starts near the highwater."""
     result = []
     for block in log_text.split("Highwater for active changelog partitions:")[1:]:
-        highs = {
-            int(r[1]): int(r[2])
-            for r in _log_table_rows(block)
-            if r[0].endswith("-partition-state-changelog")
-        }
+        highs = {int(r[1]): int(r[2]) for r in _log_table_rows(block) if r[0].endswith(changelog)}
         starts_block = block.split("active offsets at start of reading:", 1)
         starts = (
-            {
-                int(r[1]): int(r[2])
-                for r in _log_table_rows(starts_block[1])
-                if r[0].endswith("-partition-state-changelog")
-            }
+            {int(r[1]): int(r[2]) for r in _log_table_rows(starts_block[1]) if r[0].endswith(changelog)}
             if len(starts_block) == 2
             else {}
         )
@@ -617,52 +606,10 @@ def assigned_input_partitions(log_text: str, topic: str) -> set[int]:
 # --------------------------------------------------------------------------------------------- the API (V7)
 
 
-class Api:
-    """`telemetrypulse api` as a child process, stopped by its pid."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = support.free_port()
-        self.env = dict(env, PORT=str(self.port))
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("telemetrypulse")), "api", "--port", str(self.port)],
-                env=self.env,
-                cwd=support.ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def ready_status(self) -> int | None:
-        try:
-            async with httpx.AsyncClient(timeout=8) as client:
-                return (await client.get(f"{self.url}/health/ready")).status_code
-        except httpx.HTTPError:
-            return None
-
-    async def wait_ready(self, timeout_s: float = 60) -> None:
-        async def ready() -> bool:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"API exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
-            return await self.ready_status() == 200
-
-        await support.wait_for(ready, timeout_s, what="API /health/ready 200")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+async def ready_status(url: str) -> int | None:
+    """The status of `GET /health/ready`, None when the API does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=8) as client:
+            return (await client.get(f"{url}/health/ready")).status_code
+    except httpx.HTTPError:
+        return None

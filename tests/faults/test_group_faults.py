@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tests import support
+from devkit.waiting import wait_for
 from tests.faults.harness import (
     FaultRun,
     assigned_input_partitions,
@@ -31,7 +31,7 @@ async def start_all(pipe, workers) -> None:
     for w in workers:
         w.start()
     for w in workers:
-        await pipe.wait_processing(w)
+        await w.wait_ready()
 
 
 async def test_f3_zombie_worker_then_recovery_from_the_changelog(pipeline):
@@ -64,7 +64,7 @@ async def test_f3_zombie_worker_then_recovery_from_the_changelog(pipeline):
     pipeline.stop_all()
     w2 = pipeline.add_worker()
     w2.start()
-    await pipeline.wait_processing(w2)
+    await w2.wait_ready()
     items = dataset_items(dataset)[cut:]
     rest = FaultRun(
         pipeline, dataset, "F3-zombie-phase-b", chunks=10, pause_s=0.5, items=items, already_produced=cut
@@ -85,7 +85,7 @@ async def test_f4_rebalances_join_leave_rejoin_sigkill(pipeline):
         await run.reached(0.15)
         fault = run.fault("worker-1 joins")
         w1.start()
-        await pipeline.wait_processing(w1)
+        await w1.wait_ready()
         await run.progress(fault)
 
         await run.reached(0.4)
@@ -96,7 +96,7 @@ async def test_f4_rebalances_join_leave_rejoin_sigkill(pipeline):
         await run.reached(0.6)
         fault = run.fault("worker-1 joins again")
         w1.start()
-        await pipeline.wait_processing(w1)
+        await w1.wait_ready()
         await run.progress(fault)
 
         await run.reached(0.8)
@@ -105,7 +105,7 @@ async def test_f4_rebalances_join_leave_rejoin_sigkill(pipeline):
         await run.progress(fault)
         result = await run.verify()
     # After the SIGKILL worker-0 took worker-1's partitions over: from its standby copies, not from offset 0.
-    takeover = recovery_reads(w0.log_text())[-1]
+    takeover = recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog)[-1]
     result["takeover_recovery"] = {p: {"highwater": h, "start": s} for p, (h, s) in takeover.items()}
     run.report(result)
     replayed_from_scratch = [p for p, (high, start) in takeover.items() if high > 0 and start < 0]
@@ -124,14 +124,17 @@ async def test_scale_out_two_workers_share_partitions_exactly(pipeline):
     assert shares[0] | shares[1] == set(range(pipeline.partitions)) and not shares[0] & shares[1]
 
     # Takeover: worker-0 kept standby copies of worker-1's partitions, so it reads (almost) nothing.
-    recoveries = len(recovery_reads(w0.log_text()))
+    recoveries = len(recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog))
     w1.kill()
-    await support.wait_for(
-        lambda: len(recovery_reads(w0.log_text())) > recoveries and "Worker ready" in w0.log_text()[-3000:],
+    await wait_for(
+        lambda: (
+            len(recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog)) > recoveries
+            and "Worker ready" in w0.log_text()[-3000:]
+        ),
         SESSION_TIMEOUT_S + 30,
         what="worker-0 to take over",
     )
-    takeover = recovery_reads(w0.log_text())[-1]
+    takeover = recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog)[-1]
     run.report(
         dict(
             result,

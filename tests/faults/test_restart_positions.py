@@ -9,7 +9,7 @@ them, and nothing sought the partitions without a committed offset back: the row
 
 F9 is the sequence seen from outside, with real timing: workers killed before they are ready, one killed while
 it waits for a database that refuses logins, one killed seconds after it became ready with events flowing,
-then a last restart. Both end exactly the SPEC model's.
+then a last restart. F10 asks the same of the sink process. All end exactly the SPEC model's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests import support
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.waiting import wait_for
 from tests.faults.harness import FaultRun
 from tests.pipeline_model import build_dataset
 
@@ -35,8 +37,8 @@ def with_holds(*holds: str) -> dict[str, str]:
     return {"PYTHONPATH": HOLDS, "TP_TEST_HOLDS": ",".join(holds)}
 
 
-async def changelog_records(pipe: support.Pipeline) -> int:
-    ends = await support.end_offsets(pipe.bootstrap, f"{pipe.app_id}-partition-state-changelog")
+async def changelog_records(pipe: Deployment) -> int:
+    ends = await kafka_io.end_offsets(pipe.bootstrap, pipe.names.partition_state_changelog)
     return sum(ends.values())
 
 
@@ -44,18 +46,18 @@ async def test_f8_restore_while_no_offset_is_committed_loses_nothing(pipeline):
     dataset = build_dataset(seed=108)
     first = pipeline.add_worker(**with_holds("no_commit"))
     first.start()
-    await pipeline.wait_processing(first)
+    await first.wait_ready()
     async with FaultRun(
         pipeline, dataset, "F8-restore-without-committed-offsets", chunks=40, pause_s=0.5
     ) as run:
         await run.reached(0.2)
         # The first worker has applied events (state in the changelog, rows published) but committed nothing.
-        await support.wait_for(lambda: changelog_records(pipeline), 30, what="device state in the changelog")
+        await wait_for(lambda: changelog_records(pipeline), 30, what="device state in the changelog")
         fault = run.fault("SIGKILL before any commit, restart restoring state with a fetch in flight")
         first.kill()
         second = pipeline.add_worker(**with_holds("slow_recovery_fetch", "hold_recovery_end"))
         second.start()
-        await pipeline.wait_processing(second)
+        await second.wait_ready()
         await run.progress(fault)
         result = await run.verify()
         log = second.log_text()
@@ -93,7 +95,7 @@ async def test_f9_quick_successive_restarts_with_a_database_outage(pipeline, sta
         refused_at = time.monotonic()
         try:
             worker.start()
-            await support.wait_for(
+            await wait_for(
                 lambda: "database not reachable yet" in worker.log_text().rsplit("===== start", 1)[-1],
                 30,
                 what="the worker waiting for the database",
@@ -104,11 +106,46 @@ async def test_f9_quick_successive_restarts_with_a_database_outage(pipeline, sta
             await _refuse_logins(stack["DATABASE_URL"], database, refuse=False)
         # One killed 2 s after it became ready, with events flowing.
         worker.start()
-        await pipeline.wait_processing(worker)
+        await worker.wait_ready()
         await asyncio.sleep(2)
-        fault = run.fault("SIGKILL 2 s after ready, after 4 earlier kills and a database outage")
-        worker.kill()
-        worker.start()
-        await run.progress(fault)
+        await run.kill_and_restart(
+            worker, "SIGKILL 2 s after ready, after 4 earlier kills and a database outage"
+        )
+        result = await run.verify()
+    run.report(result)
+
+
+async def test_f10_the_sink_killed_in_quick_succession_and_through_a_database_outage(pipeline, stack):
+    """The same question for the sink process (issue 10): its positions come from PostgreSQL, written with the rows;
+    a partition without one starts from its beginning. Kill it before its first transaction, while it waits for a
+    database that refuses logins, and right after it wrote, with events flowing: PostgreSQL ends exact."""
+    rng = random.Random(110)
+    dataset = build_dataset(seed=110)
+    database = pipeline.dsn.rsplit("/", 1)[1]
+    worker = pipeline.add_worker()  # starts the deployment's sink too
+    sink = pipeline.sinks[0]
+    worker.start()
+    await worker.wait_ready()
+    async with FaultRun(
+        pipeline, dataset, "F10-sink-quick-restarts-db-outage", chunks=40, pause_s=0.5
+    ) as run:
+        await run.reached(0.1)
+        for _ in range(3):
+            sink.kill()
+            sink.start()
+            await asyncio.sleep(rng.uniform(0.5, 3))
+        await _refuse_logins(stack["DATABASE_URL"], database, refuse=True)
+        try:
+            sink.kill()
+            sink.start()
+            await asyncio.sleep(5)
+            sink.kill()
+            worker.kill()  # the worker too, while the sink is down
+            worker.start()
+        finally:
+            await _refuse_logins(stack["DATABASE_URL"], database, refuse=False)
+        sink.start()
+        await wait_for(lambda: run.raw_rows(), 60, what="the sink writing again")
+        await run.kill_and_restart(sink, "sink SIGKILL right after it wrote, with events flowing")
         result = await run.verify()
     run.report(result)

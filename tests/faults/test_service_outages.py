@@ -2,7 +2,7 @@
 logins refused, an abrupt restart), with V7: the API's readiness follows the database without a restart.
 
 These crash the SHARED local broker / PostgreSQL of `make up` (every other test, and anyone else testing on
-this clone, uses them): only through telemetrypulse.devstack, restored in `finally`, outages kept as short as
+this clone, uses them): only through devkit.local_stack, restored in `finally`, outages kept as short as
 the scenario says. Skipped when the stack is external (CI with DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS given).
 """
 
@@ -15,9 +15,9 @@ import time
 import asyncpg
 import pytest
 
-from telemetrypulse import devstack
-from tests import support
-from tests.faults.harness import Api, FaultRun
+from devkit import local_stack
+from devkit.processes import ChildProcess
+from tests.faults.harness import FaultRun, ready_status
 from tests.pipeline_model import build_dataset
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
@@ -26,7 +26,7 @@ BROKER_DOWN_S = 10
 
 
 async def in_thread(fn, *args):
-    """devstack calls block (they wait for the service); keep the producer and the probes running meanwhile."""
+    """local_stack calls block (they wait for the service); keep the producer and the probes running meanwhile."""
     return await asyncio.to_thread(fn, *args)
 
 
@@ -34,17 +34,17 @@ async def test_f5_broker_killed_restarted_then_restarted_cleanly(pipeline, own_k
     dataset = build_dataset(seed=106)
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     async with FaultRun(pipeline, dataset, "F5-broker-crash-and-restart", chunks=30, pause_s=1.0) as run:
         await run.reached(0.3)
         fault = run.fault(f"broker SIGKILL, restarted after {BROKER_DOWN_S}s")
         down = False
         try:
-            await in_thread(devstack.kill_kafka, signal.SIGKILL)
+            await in_thread(local_stack.kill_kafka, signal.SIGKILL)
             down = True
             await asyncio.sleep(BROKER_DOWN_S)
         finally:
-            await in_thread(devstack.start_kafka)  # also when the kill itself failed half-way
+            await in_thread(local_stack.start_kafka)  # also when the kill itself failed half-way
         fault.over_at = time.monotonic()
         assert down
         await run.progress(fault)  # measured from the broker's return
@@ -52,9 +52,9 @@ async def test_f5_broker_killed_restarted_then_restarted_cleanly(pipeline, own_k
         await run.reached(0.7)
         fault = run.fault("broker clean restart (SIGTERM, start)")
         try:
-            await in_thread(devstack.kill_kafka, signal.SIGTERM)
+            await in_thread(local_stack.kill_kafka, signal.SIGTERM)
         finally:
-            await in_thread(devstack.start_kafka)
+            await in_thread(local_stack.start_kafka)
         fault.over_at = time.monotonic()
         await run.progress(fault)  # measured from the broker's return
         result = await run.verify()
@@ -72,10 +72,12 @@ async def _terminate_sessions(admin: asyncpg.Connection, database: str) -> int:
     )
 
 
-async def _readiness_while(api: Api, outage: asyncio.Event, seen: list[tuple[float, int | None]]) -> None:
+async def _readiness_while(
+    api: ChildProcess, outage: asyncio.Event, seen: list[tuple[float, int | None]]
+) -> None:
     """Poll /health/ready every 0.25 s while `outage` is set."""
     while outage.is_set():
-        seen.append((time.monotonic(), await api.ready_status()))
+        seen.append((time.monotonic(), await ready_status(api.url)))
         await asyncio.sleep(0.25)
 
 
@@ -84,13 +86,12 @@ async def test_f6_postgres_sessions_killed_refused_and_restarted(pipeline, stack
     database = pipeline.dsn.rsplit("/", 1)[1]
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)  # it applies the migrations the API needs
-    api = Api(pipeline.env(), support.OUTPUT / "logs" / f"{pipeline.app_id}-api.log")
-    api.start()
+    await worker.wait_ready()  # it applies the migrations the API needs
+    api = pipeline.add_api().start()
     v7: dict = {}
     try:
         await api.wait_ready()
-        api_pid = api.process.pid
+        api_pid = api.pid
         async with FaultRun(pipeline, dataset, "F6-postgres-outages", chunks=30, pause_s=1.0) as run:
             # 1. The sink's sessions killed again and again while it writes (mid-batch, mid-COPY).
             await run.reached(0.2)
@@ -135,10 +136,10 @@ async def test_f6_postgres_sessions_killed_refused_and_restarted(pipeline, stack
             outage.set()
             poller = asyncio.create_task(_readiness_while(api, outage, seen))
             try:
-                await in_thread(devstack.stop_postgres, "immediate")
+                await in_thread(local_stack.stop_postgres, "immediate")
                 await asyncio.sleep(1.0)  # long enough for readiness to be asked while the server is down
             finally:
-                await in_thread(devstack.start_postgres)
+                await in_thread(local_stack.start_postgres)
                 outage.clear()
             await poller
             fault.over_at = time.monotonic()
@@ -147,7 +148,7 @@ async def test_f6_postgres_sessions_killed_refused_and_restarted(pipeline, stack
 
             result = await run.verify()
         assert worker.alive() and worker.starts == 1, "the worker rides out database outages"
-        assert api.process.poll() is None and api.process.pid == api_pid, "the API was not restarted"
+        assert api.alive() and api.pid == api_pid, "the API was not restarted"
     finally:
         api.stop()
     run.report(dict(result, v7=v7))
@@ -156,12 +157,12 @@ async def test_f6_postgres_sessions_killed_refused_and_restarted(pipeline, stack
         assert observed["ready_after_s"] is not None, f"V7 {outage_name}: never ready again"
 
 
-async def _ready_again(api: Api, since: float, seen: list[tuple[float, int | None]]) -> dict:
+async def _ready_again(api: ChildProcess, since: float, seen: list[tuple[float, int | None]]) -> dict:
     """V7: readiness codes seen during the outage, and how long after it /health/ready answered 200."""
     ready_after = None
     deadline = since + 30
     while time.monotonic() < deadline:
-        if await api.ready_status() == 200:
+        if await ready_status(api.url) == 200:
             ready_after = round(time.monotonic() - since, 1)
             break
         await asyncio.sleep(0.25)

@@ -9,7 +9,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests import support
+from devkit import kafka_io
 from tests.faults.harness import FaultRun, Item, dataset_items
 from tests.pipeline_model import Dataset, Message, build_dataset
 
@@ -36,14 +36,11 @@ async def test_f1_worker_sigkilled_three_times(pipeline):
     dataset = build_dataset(seed=101)
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     async with FaultRun(pipeline, dataset, "F1-sigkill-x3", chunks=30, pause_s=1.0) as run:
         for fraction in (0.2, 0.5, 0.8):
             await run.reached(fraction)
-            fault = run.fault(f"SIGKILL at {fraction:.0%}")
-            worker.kill()
-            worker.start()
-            await run.progress(fault)
+            await run.kill_and_restart(worker, f"SIGKILL at {fraction:.0%}")
         result = await run.verify()
     run.report(result)
 
@@ -52,7 +49,7 @@ async def test_f2_worker_sigkilled_and_its_rocksdb_deleted(pipeline):
     dataset = build_dataset(seed=102)
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     data_dir = pipeline.tmp / "worker-0"
     async with FaultRun(pipeline, dataset, "F2-sigkill-rocksdb-deleted", chunks=24, pause_s=1.0) as run:
         await run.reached(0.5)
@@ -92,14 +89,11 @@ async def test_f7_poison_heads_then_restart(pipeline):
         await run.reached(0.1)  # the poison heads and the first chunk are in the topic
         worker = pipeline.add_worker()
         worker.start()
-        await pipeline.wait_processing(worker)
+        await worker.wait_ready()
         await run.reached(0.5)
-        fault = run.fault("SIGKILL + restart with poison heads behind the committed offsets")
-        worker.kill()
-        worker.start()
-        await run.progress(fault)
+        await run.kill_and_restart(worker, "SIGKILL + restart with poison heads behind the committed offsets")
         result = await run.verify()
-    dead = support.decode_all(await support.read_topic(pipeline.bootstrap, pipeline.topic_dlq))
+    dead = kafka_io.json_values(await kafka_io.read_topic(pipeline.bootstrap, pipeline.topic_dlq))
     per_head = {
         p: sum(1 for d in dead if (d["source_partition"], d["source_offset"]) == (p, 0)) for p in range(4)
     }

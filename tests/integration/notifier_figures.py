@@ -1,6 +1,6 @@
 """Notifier figures (not a test): `python -m tests.integration.notifier_figures [runs]` against the stack.
 
-Per run, a fresh database, alerts topic (4 partitions) and `telemetrypulse notify` child process deliver to
+Per run, a fresh deployment (database, topics of 4 partitions) and its `telemetrypulse notify` child process deliver to
 one in-process receiver (tests/webhook_receiver.py):
 - latency: 150 alert messages produced one every 100 ms; produce → the receiver's 2xx, p50/p95/max;
 - backlog: 2,000 messages produced at once; time until the receiver has all of them, and the rate.
@@ -15,12 +15,15 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from tests import support
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.local_stack import stack_env
+from devkit.paths import TEST_OUTPUT
+from devkit.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec-figures"
@@ -33,16 +36,14 @@ def message(i: int, tag: str) -> tuple[bytes, bytes, str]:
     return device.encode(), orjson.dumps(body), f"{alert_id}:open"
 
 
-async def one_run(stack: dict[str, str], tmp: str) -> dict:
-    name, dsn = await support.create_database(stack["DATABASE_URL"])
-    pipe = support.Pipeline(stack, dsn, Path(tmp), partitions=4)
-    await support.create_topics(pipe.bootstrap, [pipe.topic_alerts], 4)
+async def one_run(stack: dict[str, str]) -> dict:
+    pipe = await Deployment(stack, logs=TEST_OUTPUT / "logs", kind="figures", partitions=4).setup()
     receiver = await WebhookReceiver(SECRET.encode(), "figures").start()
     notifier = pipe.add_notifier(WEBHOOK_URLS=receiver.url, WEBHOOK_SECRET=SECRET)
     notifier.start()
     figures: dict = {}
     try:
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
         tag, sent = uuid.uuid4().hex, {}
         producer = AIOKafkaProducer(bootstrap_servers=pipe.bootstrap, linger_ms=0)
         await producer.start()
@@ -54,7 +55,7 @@ async def one_run(stack: dict[str, str], tmp: str) -> dict:
                 await asyncio.sleep(0.1)
         finally:
             await producer.stop()
-        await support.wait_for(lambda: set(sent) <= receiver.delivered(), 60, interval_s=0.1)
+        await wait_for(lambda: set(sent) <= receiver.delivered(), 60, interval_s=0.1)
         firsts = receiver.first_success()
         latencies = sorted(firsts[d] - sent[d] for d in sent)
         figures["latency_p50_ms"] = round(statistics.median(latencies) * 1000)
@@ -64,9 +65,9 @@ async def one_run(stack: dict[str, str], tmp: str) -> dict:
         tag = uuid.uuid4().hex
         backlog = [message(i, tag) for i in range(2000)]
         started = time.monotonic()
-        await support.produce(pipe.bootstrap, pipe.topic_alerts, [(k, v) for k, v, _ in backlog])
+        await kafka_io.produce(pipe.bootstrap, pipe.topic_alerts, [(k, v) for k, v, _ in backlog])
         wanted = {d for _, _, d in backlog}
-        await support.wait_for(lambda: wanted <= receiver.delivered(), 300, interval_s=0.2)
+        await wait_for(lambda: wanted <= receiver.delivered(), 300, interval_s=0.2)
         elapsed = time.monotonic() - started
         figures["backlog_2000_s"] = round(elapsed, 2)
         figures["backlog_per_s"] = round(2000 / elapsed)
@@ -74,19 +75,15 @@ async def one_run(stack: dict[str, str], tmp: str) -> dict:
     finally:
         await asyncio.to_thread(notifier.stop)
         await receiver.stop()
-        await support.delete_topics(pipe.bootstrap, [pipe.topic_alerts])
-        await support.drop_database(stack["DATABASE_URL"], name)
+        await pipe.close()
     return figures
 
 
 async def main(runs: int) -> None:
-    import tempfile
-
-    stack = support.stack_env()
+    stack = stack_env()
     results = []
     for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = await one_run(stack, tmp)
+        figures = await one_run(stack)
         print(json.dumps(figures), flush=True)
         results.append(figures)
     print("median", json.dumps({k: statistics.median(r[k] for r in results) for k in results[0]}))

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from tests import support
+from devkit import kafka_io
+from devkit.waiting import wait_for
 from tests.api.conftest import api_settings, app_client
 from tests.webhook_receiver import WebhookReceiver
 
@@ -56,8 +57,8 @@ async def test_acknowledgement_and_notes_survive_the_workers_resolve_and_webhook
         app_id=pipeline.app_id,
     )
     try:
-        await pipeline.wait_processing(worker)
-        await support.wait_notifier_ready(notifier)
+        await worker.wait_ready()
+        await notifier.wait_ready(60)
         async with app_client(settings) as api:
             api.headers["X-API-Key"] = OPERATOR
 
@@ -67,9 +68,7 @@ async def test_acknowledgement_and_notes_survive_the_workers_resolve_and_webhook
                 return response.json()["items"]
 
             await pipeline.produce(opening)
-            (alert,) = await support.wait_for(
-                lambda: alerts(status="open"), 90, what="the worker to open the alert"
-            )
+            (alert,) = await wait_for(lambda: alerts(status="open"), 90, what="the worker to open the alert")
             path = f"/alerts/{alert['alert_id']}"
             ack = await api.post(f"{path}/ack", json={"by": "alice", "note": "ventilation on"})
             note = await api.post(f"{path}/notes", json={"by": "bob", "text": "window opened too"})
@@ -83,16 +82,14 @@ async def test_acknowledgement_and_notes_survive_the_workers_resolve_and_webhook
             ]
 
             await pipeline.produce(closing)
-            await support.wait_for(
-                lambda: alerts(status="resolved"), 90, what="the worker to resolve the alert"
-            )
+            await wait_for(lambda: alerts(status="resolved"), 90, what="the worker to resolve the alert")
             ids = {f"{alert['alert_id']}:open", f"{alert['alert_id']}:resolved"}
-            await support.wait_for(lambda: receiver.delivered() == ids, 60, what="both deliveries")
+            await wait_for(lambda: receiver.delivered() == ids, 60, what="both deliveries")
 
             # Everything again: the same readings (duplicates) and the same alert messages (a replay).
-            messages = await support.read_topic(pipeline.bootstrap, pipeline.topic_alerts)
+            messages = await kafka_io.read_topic(pipeline.bootstrap, pipeline.topic_alerts)
             await pipeline.produce(opening + closing)
-            await support.produce(
+            await kafka_io.produce(
                 pipeline.bootstrap, pipeline.topic_alerts, [(m.key, m.value) for m in messages]
             )
             await pipeline.caught_up()

@@ -1,4 +1,4 @@
-"""`make run` (devstack run): worker, API and simulator on the running stack serve live data, and one
+"""`make run` (`python -m devkit run`): worker, API and simulator on the running stack serve live data, and one
 Ctrl-C stops every process it started and leaves the stack it found running."""
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import httpx
 import psutil
 import pytest
 
-from telemetrypulse import devstack
-from tests.support import OUTPUT, ROOT, free_port, wait_for
+from devkit import kafka_io
+from devkit.local_stack import LocalStack
+from devkit.paths import ROOT, TEST_OUTPUT
+from devkit.ports import free_port
+from devkit.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +32,17 @@ def _running(pid: int) -> bool:
 
 async def test_make_run_serves_simulated_devices_and_ctrl_c_stops_everything(pipeline):
     port = free_port()
-    log_path = OUTPUT / "logs" / f"{pipeline.app_id}-make-run.log"
+    log_path = TEST_OUTPUT / "logs" / f"{pipeline.app_id}-make-run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    stack = devstack.stack()
-    stack_pids = {stack.kafka_pid(), stack.postgres_pid()}
+    stack = LocalStack()
+    stack_pids = {stack.kafka.pid(), stack.postgres.pid()}
     # With DATABASE_URL set (this test's own database), `up` records it in .devstack/env as a user's
     # external database would be; the shared stack's files are put back afterwards.
     saved = {path: path.read_bytes() for path in (stack.env_file, stack.state_file)}
     with log_path.open("wb") as log:
         # Its own session, as a terminal's foreground job; the signal below is the terminal's Ctrl-C.
         run = subprocess.Popen(
-            [sys.executable, "-m", "telemetrypulse.devstack", "run"],
+            [sys.executable, "-m", "devkit", "run"],
             cwd=ROOT,
             env=pipeline.env(PORT=str(port)),
             stdout=log,
@@ -77,7 +80,7 @@ async def test_make_run_serves_simulated_devices_and_ctrl_c_stops_everything(pip
     for pid in left:  # never leave them behind, but fail
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"still running after Ctrl-C: {left}"
-    assert {stack.kafka_pid(), stack.postgres_pid()} == stack_pids  # the stack it found stays up
+    assert {stack.kafka.pid(), stack.postgres.pid()} == stack_pids  # the stack it found stays up
 
 
 # `run_system` on a stack that is already there (nothing started or stopped by it): the shared test
@@ -85,16 +88,17 @@ async def test_make_run_serves_simulated_devices_and_ctrl_c_stops_everything(pip
 STUB_STACK = """
 import sys
 from pathlib import Path
-from telemetrypulse import devstack
+from devkit.local_stack import LocalStack
+from devkit.supervisor import run_system
 
-class RunningStack(devstack.Devstack):
+class RunningStack(LocalStack):
     def up(self):
         return {"kafka": False, "postgres": False}
 
     def stop_started(self, started):
         pass
 
-sys.exit(devstack.run_system(RunningStack(Path(sys.argv[1]))))
+sys.exit(run_system(RunningStack(Path(sys.argv[1]))))
 """
 
 
@@ -104,11 +108,10 @@ async def test_make_run_supervises_an_idle_notifier_that_takes_a_webhook_without
 
     import orjson
 
-    from tests import support
     from tests.webhook_receiver import WebhookReceiver
 
     port = free_port()
-    log_path = OUTPUT / "logs" / f"{pipeline.app_id}-make-run-notifier.log"
+    log_path = TEST_OUTPUT / "logs" / f"{pipeline.app_id}-make-run-notifier.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = pipeline.env(PORT=str(port), EVENTS_PER_SECOND="2", WEBHOOK_POLL_S="1")
     for name in ("API_KEYS", "WEBHOOK_URLS", "WEBHOOK_SECRET"):
@@ -151,7 +154,7 @@ async def test_make_run_supervises_an_idle_notifier_that_takes_a_webhook_without
         )
         alert_id = str(uuid.uuid4())
         body = orjson.dumps({"alert_id": alert_id, "status": "open", "site_id": "site-01", "device_id": "d"})
-        await support.produce(pipeline.bootstrap, pipeline.topic_alerts, [(b"d", body)])
+        await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, [(b"d", body)])
         await wait_for(lambda: receiver.delivered() == {f"{alert_id}:open"}, 30, what="the delivery")
         assert all(r.signature_ok for r in receiver.requests)
         assert output().count(idle) == 1  # said once, not every poll

@@ -11,8 +11,8 @@ import sys
 import asyncpg
 import pytest
 
+from devkit.waiting import wait_for
 from telemetrypulse import db
-from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

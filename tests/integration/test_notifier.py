@@ -21,7 +21,11 @@ import asyncpg
 import orjson
 import pytest
 
-from tests import support
+from devkit import kafka_io
+from devkit.paths import TEST_OUTPUT
+from devkit.ports import free_port
+from devkit.processes import ChildProcess
+from devkit.waiting import wait_for
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -108,17 +112,17 @@ async def attempts_of(dsn: str, delivery_ids) -> list[dict]:
 
 # The receivers run on this test's event loop: waiting for a process must never block it, or a receiver
 # would answer late and the notifier would (rightly) time the request out and send it again.
-async def stop(process: support.Worker) -> None:
+async def stop(process: ChildProcess) -> None:
     await asyncio.to_thread(process.stop)
 
 
-async def kill(process: support.Worker) -> None:
+async def kill(process: ChildProcess) -> None:
     await asyncio.to_thread(process.kill)
 
 
 def write_figures(name: str, figures: dict) -> None:
-    support.OUTPUT.mkdir(parents=True, exist_ok=True)
-    (support.OUTPUT / f"notifier-{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    (TEST_OUTPUT / f"notifier-{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{name}: {json.dumps(figures)}")
 
 
@@ -132,17 +136,15 @@ async def test_every_delivery_arrives_signed_once_through_500s_sigterm_and_sigki
     figures: dict = {"deliveries": len(expected)}
     try:
         notifier.start()
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
 
         # Wave 1: opens, then resolves (one resolve of each alert follows its open on the same key).
-        await support.produce(
+        await kafka_io.produce(
             pipeline.bootstrap,
             pipeline.topic_alerts,
             [(k, o) for k, o, _ in waves[0]] + [(k, r) for k, _, r in waves[0]],
         )
-        await support.wait_for(
-            lambda: len(receiver.delivered()) >= 12, 60, what="a dozen deliveries after the 500s"
-        )
+        await wait_for(lambda: len(receiver.delivered()) >= 12, 60, what="a dozen deliveries after the 500s")
         assert any(r.answered == 500 for r in receiver.requests), "the receiver's 500 phase was not exercised"
 
         # SIGTERM mid-stream: in-flight attempts finish and are recorded; nothing repeats afterwards.
@@ -155,11 +157,11 @@ async def test_every_delivery_arrives_signed_once_through_500s_sigterm_and_sigki
 
         # Wave 2, with every message of wave 1 repeated on the topic.
         notifier.start()
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
         repeats_1 = [(k, o) for k, o, _ in waves[0]] + [(k, r) for k, _, r in waves[0]]
         wave_2 = [(k, o) for k, o, _ in waves[1]] + [(k, r) for k, _, r in waves[1]]
-        await support.produce(pipeline.bootstrap, pipeline.topic_alerts, repeats_1 + wave_2)
-        await support.wait_for(
+        await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, repeats_1 + wave_2)
+        await wait_for(
             lambda: len(receiver.delivered()) >= delivered_before_restart + 25, 60, what="wave 2 under way"
         )
         repeated = receiver.repeats()
@@ -176,12 +178,12 @@ async def test_every_delivery_arrives_signed_once_through_500s_sigterm_and_sigki
 
         # Wave 3, with everything produced so far repeated.
         notifier.start()
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
         everything = [(k, o) for k, o, _ in episodes[:40]] + [(k, r) for k, _, r in episodes[:40]]
         wave_3 = [(k, o) for k, o, _ in waves[2]] + [(k, r) for k, _, r in waves[2]]
-        await support.produce(pipeline.bootstrap, pipeline.topic_alerts, everything + wave_3)
-        await support.wait_for(lambda: receiver.delivered() == expected, 120, what="every delivery")
-        await support.wait_for(
+        await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, everything + wave_3)
+        await wait_for(lambda: receiver.delivered() == expected, 120, what="every delivery")
+        await wait_for(
             lambda: "in flight when the last sender stopped" in notifier.current_log() or not in_flight,
             10,
             what="the interrupted attempts reported",
@@ -225,18 +227,18 @@ async def test_a_hanging_receiver_does_not_delay_another_and_order_holds(pipelin
     figures: dict = {"deliveries_per_receiver": len(expected)}
     try:
         notifier.start()
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
         produced_at: dict[str, float] = {}
         for status_index in (1, 2):  # all opens, then all resolves
             batch = [(e[0], e[status_index]) for e in episodes]
-            await support.produce(pipeline.bootstrap, pipeline.topic_alerts, batch)
+            await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, batch)
             now = time.monotonic()
             for _, body in batch:
                 message = orjson.loads(body)
                 produced_at[f"{message['alert_id']}:{message['status']}"] = now
             await asyncio.sleep(1)
 
-        await support.wait_for(lambda: fast.delivered() == expected, 30, what="the fast receiver served")
+        await wait_for(lambda: fast.delivered() == expected, 30, what="the fast receiver served")
         latencies = [fast.first_success()[d] - produced_at[d] for d in expected]
         figures["fast_latency_s"] = {
             "median": round(statistics.median(latencies), 3),
@@ -246,7 +248,7 @@ async def test_a_hanging_receiver_does_not_delay_another_and_order_holds(pipelin
         assert len(hanging.requests) >= 1  # it was being tried meanwhile
         assert max(latencies) < 5, figures  # the hanging receiver's 10 s timeouts did not hold it up
 
-        await support.wait_for(lambda: hanging.delivered() == expected, 120, what="the hung receiver served")
+        await wait_for(lambda: hanging.delivered() == expected, 120, what="the hung receiver served")
         figures["hanging_catch_up_s"] = round(max(hanging.first_success().values()) - hanging.started_at, 1)
         for receiver in (fast, hanging):
             assert_well_formed(receiver)
@@ -265,7 +267,7 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
     admin = {"X-API-Key": "adm-filters-61b0e2"}
     site_rx = await WebhookReceiver(SECRET.encode(), "site").start()
     critical_rx = await WebhookReceiver(SECRET.encode(), "critical").start()
-    dead = f"http://127.0.0.1:{support.free_port()}/nobody-listens"
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
     notifier = pipeline.add_notifier(
         WEBHOOK_URLS=dead, WEBHOOK_SECRET=SECRET, WEBHOOK_POLL_S="1", WEBHOOK_MAX_AGE_S="4"
     )
@@ -276,7 +278,7 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
     )
     try:
         notifier.start()
-        await support.wait_notifier_ready(notifier)
+        await notifier.wait_ready(60)
         async with app_client(settings) as api:
             api.headers.update(admin)
             assert (
@@ -284,7 +286,7 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
             ).status_code == 201
             put = await api.put("/webhooks/crit", json={"url": critical_rx.url, "min_severity": "critical"})
             assert put.status_code == 201
-            await support.wait_for(
+            await wait_for(
                 lambda: (
                     "receiver crit added" in notifier.current_log()
                     and "receiver site-1 added" in notifier.current_log()
@@ -316,8 +318,8 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
                     expected_site.add(delivery)
                 if severity == "critical":
                     expected_critical.add(delivery)
-            await support.produce(pipeline.bootstrap, pipeline.topic_alerts, messages)
-            await support.wait_for(
+            await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, messages)
+            await wait_for(
                 lambda: site_rx.delivered() == expected_site and critical_rx.delivered() == expected_critical,
                 20,
                 what="each receiver's alerts",
@@ -328,7 +330,7 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
                 page = await api.get("/webhooks/deliveries", params={"state": "expired"})
                 return page.json()["items"]
 
-            gone = await support.wait_for(lambda: _all(expired, len(messages)), 30, what="expiry")
+            gone = await wait_for(lambda: _all(expired, len(messages)), 30, what="expiry")
             assert all(d["receiver"].startswith("env-") for d in gone)
             # An unreachable receiver is probed with its oldest delivery, not hammered with each of them.
             assert sum(d["attempts"] for d in gone) >= 2
@@ -338,12 +340,12 @@ async def test_filters_expiry_and_webhooks_changed_over_the_api_without_restart(
 
             # Removed over the API: the notifier stops creating deliveries for it.
             assert (await api.delete("/webhooks/site-1")).status_code == 204
-            await support.wait_for(
+            await wait_for(
                 lambda: "receiver site-1 removed" in notifier.current_log(), 15, what="the removal to arrive"
             )
             late = {"alert_id": str(uuid.uuid4()), "status": "open", "site_id": "site-1", "device_id": "d9"}
-            await support.produce(pipeline.bootstrap, pipeline.topic_alerts, [(b"d9", orjson.dumps(late))])
-            await support.wait_for(
+            await kafka_io.produce(pipeline.bootstrap, pipeline.topic_alerts, [(b"d9", orjson.dumps(late))])
+            await wait_for(
                 lambda: _expired_count(api, len(messages) + 1),
                 30,
                 what="the new alert's env delivery to expire",

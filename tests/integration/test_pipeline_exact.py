@@ -8,23 +8,22 @@ import asyncio
 import math
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import pytest
 
-from tests import support
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.epoch import to_us
+from devkit.paths import TEST_OUTPUT
 from tests.pipeline_model import build_dataset, expected_outcome, parse_us
 
 pytestmark = pytest.mark.integration
 
 
-def support_us(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-
-
-async def assert_matches_model(pipe: support.Pipeline, dataset, expected, productions: int = 1) -> None:
+async def assert_matches_model(pipe: Deployment, dataset, expected, productions: int = 1) -> None:
     """PostgreSQL and the topics hold exactly what the SPEC rules give for this dataset."""
     snap = await pipe.db_snapshot()
 
@@ -34,7 +33,7 @@ async def assert_matches_model(pipe: support.Pipeline, dataset, expected, produc
     for key, event in expected.raw.items():
         row = raw[key]
         assert row["value"] == pytest.approx(float(event["value"]))
-        assert support_us(row["ts_event"]) == parse_us(event["ts_event"])
+        assert to_us(row["ts_event"]) == parse_us(event["ts_event"])
         assert (row["site_id"], row["zone_id"], row["sensor_type"]) == (
             event["site_id"],
             event["zone_id"],
@@ -42,7 +41,7 @@ async def assert_matches_model(pipe: support.Pipeline, dataset, expected, produc
         )
 
     for size, table in ((300, "agg_5m"), (900, "agg_15m")):
-        rows = {(r["device_id"], r["sensor_type"], support_us(r["window_start"])): r for r in snap[table]}
+        rows = {(r["device_id"], r["sensor_type"], to_us(r["window_start"])): r for r in snap[table]}
         want = {(d, s, start): agg for (sz, d, s, start), agg in expected.windows.items() if sz == size}
         assert set(rows) == set(want), f"{table}: window keys"
         for key, agg in want.items():
@@ -50,13 +49,12 @@ async def assert_matches_model(pipe: support.Pipeline, dataset, expected, produc
             assert row["count_events"] == agg["count"], f"{table} {key}"
             assert row["avg_value"] == pytest.approx(agg["sum"] / agg["count"], rel=1e-9)
             assert (row["min_value"], row["max_value"]) == (agg["min"], agg["max"])
-            assert support_us(row["window_end"]) - support_us(row["window_start"]) == size * 1_000_000
+            assert to_us(row["window_end"]) - to_us(row["window_start"]) == size * 1_000_000
 
     zones = expected.zone_windows(dataset.devices)
     for size, view in ((300, "zone_5m"), (900, "zone_15m")):
         rows = {
-            (r["site_id"], r["zone_id"], r["sensor_type"], support_us(r["window_start"])): r
-            for r in snap[view]
+            (r["site_id"], r["zone_id"], r["sensor_type"], to_us(r["window_start"])): r for r in snap[view]
         }
         want = {(si, zo, se, st): agg for (sz, si, zo, se, st), agg in zones.items() if sz == size}
         assert set(rows) == set(want)
@@ -77,16 +75,16 @@ async def assert_matches_model(pipe: support.Pipeline, dataset, expected, produc
             row["peak_value"] == pytest.approx(want["peak_value"]) if want["status"] == "resolved" else True
         )
         assert row["value"] == pytest.approx(want["value"])
-        assert support_us(row["opened_at"]) == want["opened_at"]
-        assert (support_us(row["resolved_at"]) if row["resolved_at"] else None) == want["resolved_at"]
+        assert to_us(row["opened_at"]) == want["opened_at"]
+        assert (to_us(row["resolved_at"]) if row["resolved_at"] else None) == want["resolved_at"]
         assert str(row["event_id"]) == want["event_id"]
 
-    published = support.decode_all(await support.read_topic(pipe.bootstrap, pipe.topic_alerts))
+    published = kafka_io.json_values(await kafka_io.read_topic(pipe.bootstrap, pipe.topic_alerts))
     assert {(m["alert_id"], m["status"]) for m in published} == {(a, "open") for a in expected.alerts} | {
         (a, "resolved") for a, w in expected.alerts.items() if w["status"] == "resolved"
     }
 
-    dead = support.decode_all(await support.read_topic(pipe.bootstrap, pipe.topic_dlq))
+    dead = kafka_io.json_values(await kafka_io.read_topic(pipe.bootstrap, pipe.topic_dlq))
     # One dead letter per invalid message produced (each production is new offsets).
     assert len({(d["source_partition"], d["source_offset"]) for d in dead}) == expected.invalid * productions
     assert all(d["error"] and d["detail"] and d["payload"] and d["received_at"] for d in dead)
@@ -117,7 +115,7 @@ async def test_dataset_lands_exactly(pipeline):
 
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     await pipeline.produce(_messages(dataset))
     await run_dataset(pipeline, dataset, expected)
 
@@ -134,7 +132,7 @@ async def test_sigkill_at_random_moments_gives_the_same_result(pipeline):
     messages = _messages(dataset)
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
 
     rng = random.Random(5)
     chunks = 6
@@ -144,7 +142,7 @@ async def test_sigkill_at_random_moments_gives_the_same_result(pipeline):
         await asyncio.sleep(rng.uniform(0.2, 2.5))
         worker.kill()  # SIGKILL: no flush, no commit
         worker.start()
-        await pipeline.wait_processing(worker)
+        await worker.wait_ready()
     assert worker.starts == chunks + 1
     await run_dataset(pipeline, dataset, expected)
 
@@ -155,7 +153,7 @@ async def test_postgres_refusing_connections_for_20s(pipeline, stack):
     messages = _messages(dataset)
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     half = len(messages) // 2
     await pipeline.produce(messages[:half])
 
@@ -181,17 +179,13 @@ async def test_replay_days_later_into_fresh_topics_gives_the_same_result(stack, 
     expected = expected_outcome(dataset)
     results = []
     for run in range(2):
-        name, dsn = await support.create_database(stack["DATABASE_URL"])
-        pipe = support.Pipeline(stack, dsn, tmp_path / f"run{run}")
-        await support.create_topics(
-            pipe.bootstrap, [pipe.topic_events, pipe.topic_alerts, pipe.topic_dlq], pipe.partitions
-        )
+        pipe = await Deployment(stack, logs=TEST_OUTPUT / "logs", tmp=tmp_path / f"run{run}").setup()
         try:
             if run == 1:  # the second time, the data is already in the topic when the worker starts
                 await pipe.produce(_messages(dataset))
             worker = pipe.add_worker()
             worker.start()
-            await pipe.wait_processing(worker)
+            await worker.wait_ready()
             if run == 0:
                 await pipe.produce(_messages(dataset))
             await run_dataset(pipe, dataset, expected)
@@ -210,9 +204,7 @@ async def test_replay_days_later_into_fresh_topics_gives_the_same_result(stack, 
                 }
             )
         finally:
-            pipe.stop_all()
-            await support.delete_topics(pipe.bootstrap, pipe.topics)
-            await support.drop_database(stack["DATABASE_URL"], name)
+            await pipe.close()
     assert results[0] == results[1]
 
 
@@ -227,7 +219,7 @@ async def test_poison_message_at_the_head_of_a_partition_does_not_stall_it(pipel
     await pipeline.produce([(b"poison-dev", b"\x00\xff not even utf-8"), (b"poison-dev", orjson.dumps(good))])
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     await pipeline.settled(1, 1, timeout_s=60)
-    dead = support.decode_all(await support.read_topic(pipeline.bootstrap, pipeline.topic_dlq))
+    dead = kafka_io.json_values(await kafka_io.read_topic(pipeline.bootstrap, pipeline.topic_dlq))
     assert [d["error"] for d in dead] == ["invalid_json"]

@@ -18,10 +18,11 @@ from itertools import islice
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devkit import kafka_io
+from devkit.paths import ROOT
+from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.settings import Settings
 from telemetrypulse.simulator import VALID, Simulator, produce
-from telemetrypulse.topics import ensure_topics
-from tests import support
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ async def topics(stack):
         return names[-1]
 
     yield new
-    await support.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], names)
+    await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], names)
 
 
 def by_key(records) -> dict[bytes, list[tuple[int, bytes]]]:
@@ -88,7 +89,7 @@ async def test_burst_and_paced_produce_exactly_the_generated_messages(settings, 
 
     partition_of_key = {}
     for topic in (burst_topic, paced_topic):
-        records = await support.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
+        records = await kafka_io.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
         assert len(records) == count
         received = by_key(records)
         # Per key: the same messages in the same order, all in one partition.
@@ -121,12 +122,12 @@ async def test_cli_burst_with_count(stack, topics):
         subprocess.run,
         [sys.executable, "-m", "telemetrypulse.simulator", *argv],
         env=_cli_env(stack),
-        cwd=support.ROOT,
+        cwd=ROOT,
         capture_output=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr.decode()
-    records = await support.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
+    records = await kafka_io.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
     assert len(records) == 300
     assert {r.key for r in records} == {
         f"site-01.zone-0{z}.dev-0{d}".encode() for z in range(1, 6) for d in (1, 2, 3)
@@ -138,7 +139,7 @@ async def test_cli_rate_mode_stops_cleanly_on_sigint_and_loses_nothing(stack, to
     process = subprocess.Popen(
         [sys.executable, "-m", "telemetrypulse.simulator", "--rate", "40", "--topic", topic],
         env=_cli_env(stack),
-        cwd=support.ROOT,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -155,7 +156,7 @@ async def test_cli_rate_mode_stops_cleanly_on_sigint_and_loses_nothing(stack, to
     assert produced, stderr.decode()
     sent = int(produced.group(1))
     assert sent > 40  # about 4 s at 40/s, minus start-up
-    records = await support.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
+    records = await kafka_io.read_topic(stack["KAFKA_BOOTSTRAP_SERVERS"], topic)
     assert len(records) == sent
     # Live mode: event time is the clock.
     newest = max(json.loads(r.value)["ts_event"] for r in records)

@@ -10,27 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import re
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import msgspec
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from devkit import kafka_io
+from devkit.deployment import Deployment
+from devkit.epoch import iso, to_us
+from devkit.paths import TEST_OUTPUT
+from devkit.ports import free_port
+from devkit.waiting import wait_for
 from telemetrypulse import changes, db
 from telemetrypulse.changes import LATEST_ROW, RAW_ROW, SENSORS, WINDOW_ROW, AlertRow
 from telemetrypulse.models import SENSOR_UNITS
 from telemetrypulse.sink.copy import encode_columns, encode_dims
 from telemetrypulse.sink.writer import LATEST_COPY, RAW_COPY, WINDOW_COPY, rows_payload
-from tests import support
-from tests.support import OUTPUT, wait_for
 
 pytestmark = pytest.mark.integration
 ASSIGNED = "INFO telemetrypulse.sink: assigned"  # the sink's own line, not aiokafka's
@@ -38,65 +39,29 @@ ASSIGNED = "INFO telemetrypulse.sink: assigned"  # the sink's own line, not aiok
 PARTITIONS = 3
 T0 = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z
 US = "(extract(epoch from {}) * 1000000)::int8"  # exact: extract() is numeric
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------- the process
 
 
-class Deployment:
-    """A changes topic and a database of their own, and the sink processes started on them."""
+class SinkDeployment(Deployment):
+    """A deployment whose only topic is its changes topic: the sink processes started on it, and the records."""
 
-    def __init__(self, bootstrap: str, dsn: str) -> None:
-        tag = uuid.uuid4().hex[:10]
-        self.bootstrap = bootstrap
-        self.dsn = dsn
-        self.app_id = f"tp-sink-{tag}"
-        self.topic = f"{self.app_id}-changes"
-        self.group = f"{self.app_id}-sink"
-        self.sinks: list[support.Sink] = []
+    @property
+    def topic(self) -> str:
+        return self.names.changes_topic
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOPIC_", "APP_ID", "SINK_"))
-        }
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-            DATABASE_URL=self.dsn,
-            APP_ID=self.app_id,
-            TOPIC_PARTITIONS=str(PARTITIONS),
-            SINK_WEB_PORT="0",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra)
-        return env
-
-    def add_sink(self, **extra: str) -> support.Sink:
-        index = len(self.sinks)
-        sink = support.Sink(
-            self.env(**extra), OUTPUT / "logs" / f"{self.app_id}-sink-{index}.log", f"sink-{index}"
-        )
-        self.sinks.append(sink)
-        return sink
-
-    async def produce(self, records: list[tuple[int, bytes]]) -> None:
+    async def produce_changes(self, records: list[tuple[int, bytes]]) -> None:
         """(partition, value) in order, each partition's order kept."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, max_request_size=2**21
-        )
-        await producer.start()
-        try:
-            futures = [await producer.send(self.topic, value=value, partition=p) for p, value in records]
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
+        messages = [(None, value, partition) for partition, value in records]
+        await kafka_io.produce(self.bootstrap, self.topic, messages, linger_ms=0, max_request_size=2**21)
 
     async def positions(self) -> dict[int, int]:
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch(
                 "SELECT partition, next_offset FROM sink_offsets WHERE consumer_group = $1 AND topic = $2",
-                self.group,
+                self.names.sink_group,
                 self.topic,
             )
         except asyncpg.UndefinedTableError:
@@ -107,7 +72,7 @@ class Deployment:
 
     async def written(self, timeout_s: float = 90) -> None:
         """Until `sink_offsets` holds the end offset of every partition that has records."""
-        ends = {p: end for p, end in (await support.end_offsets(self.bootstrap, self.topic)).items() if end}
+        ends = {p: end for p, end in (await kafka_io.end_offsets(self.bootstrap, self.topic)).items() if end}
 
         async def done() -> bool:
             try:
@@ -118,20 +83,24 @@ class Deployment:
 
         await wait_for(done, timeout_s, interval_s=0.2, what=f"sink_offsets at the end offsets {ends}")
 
-    def stop_all(self) -> None:
-        for sink in self.sinks:
-            sink.stop()
-
 
 @pytest.fixture
 async def deployment(stack, database):
-    dep = Deployment(stack["KAFKA_BOOTSTRAP_SERVERS"], database)
-    await support.create_topics(dep.bootstrap, [dep.topic], PARTITIONS)
+    # SINK_* from the shell would change what the tests exercise: the sink runs on its defaults.
+    dep = SinkDeployment(
+        stack,
+        logs=TEST_OUTPUT / "logs",
+        kind="sink",
+        dsn=database,
+        partitions=PARTITIONS,
+        drop_env=("SINK_",),
+    )
+    await dep.setup(topics=False)
+    await kafka_io.create_topics(dep.bootstrap, [dep.topic], PARTITIONS)
     try:
         yield dep
     finally:
-        dep.stop_all()
-        await support.delete_topics(dep.bootstrap, [dep.topic])
+        await dep.close()
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -158,14 +127,6 @@ def fold_alert(current: AlertRow | None, row: AlertRow) -> AlertRow:
             resolved_event_id=current.resolved_event_id or row.resolved_event_id,
         )
     return current
-
-
-def us_of(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def iso(us: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
 
 
 class World:
@@ -320,8 +281,8 @@ async def assert_exact(dsn: str, expected: Expected) -> None:
         got_alerts = {}
         for r in alerts:
             row = list(r)
-            row[11] = iso(us_of(row[11]))
-            row[12] = None if row[12] is None else iso(us_of(row[12]))
+            row[11] = iso(to_us(row[11]))
+            row[12] = None if row[12] is None else iso(to_us(row[12]))
             got_alerts[row[0]] = tuple(row)
         assert got_alerts == want_alerts
     finally:
@@ -358,7 +319,7 @@ async def test_rows_land_exactly(deployment):
     records = some_batches(world, rounds=3)
     records += world.batch(0, 50, alerts=world.episode(0, [1100, 1250], resolved=True))
     records += world.batch(1, 50, alerts=world.episode(1, [1300], resolved=False))
-    await deployment.produce(records)
+    await deployment.produce_changes(records)
     sink = deployment.add_sink()
     sink.start()  # on an empty database: the sink applies the migrations itself
     await deployment.written()
@@ -367,7 +328,7 @@ async def test_rows_land_exactly(deployment):
     log = sink.log_text()
     for p in range(PARTITIONS):
         assert f"{p} from its beginning (no row in sink_offsets)" in log
-    assert sink.terminate() == 0
+    assert sink.stop() == 0
     assert "sink stopped" in sink.log_text()
 
 
@@ -375,18 +336,18 @@ async def test_the_same_records_twice_or_from_a_lower_position_change_nothing(de
     world = World(seed=2)
     records = some_batches(world, rounds=2)
     records += world.batch(2, 40, alerts=world.episode(2, [1100, 1500], resolved=True))
-    await deployment.produce(records)
+    await deployment.produce_changes(records)
     sink = deployment.add_sink()
     sink.start()
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
     before = await snapshot(deployment.dsn)
 
-    await deployment.produce(records)  # a producer retrying everything
+    await deployment.produce_changes(records)  # a producer retrying everything
     await deployment.written()
     assert await snapshot(deployment.dsn) == before
 
-    assert sink.terminate() == 0
+    assert sink.stop() == 0
     conn = await asyncpg.connect(deployment.dsn)
     try:
         await conn.execute("UPDATE sink_offsets SET next_offset = 0 WHERE partition = 0")
@@ -411,12 +372,12 @@ async def test_an_older_window_version_never_overwrites_a_newer_one(deployment):
     records += world.batch(0, 100)
     sink = deployment.add_sink()
     sink.start()
-    await deployment.produce(records)
+    await deployment.produce_changes(records)
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
 
     # Old versions alone in later transactions (a zombie writer, a replay) …
-    await deployment.produce(early)
+    await deployment.produce_changes(early)
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
     # … and in one record beside newer versions of the same keys, older last (coalesced in the batch).
@@ -431,7 +392,7 @@ async def test_an_older_window_version_never_overwrites_a_newer_one(deployment):
         partition=0, first_offset=0, last_offset=0, dims=older.dims, raw=np.empty(0, RAW_ROW),
         windows=mixed_windows, latest=mixed_latest, alerts=[],
     )  # fmt: skip
-    await deployment.produce([(0, v) for v in mixed] + newer)
+    await deployment.produce_changes([(0, v) for v in mixed] + newer)
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
 
@@ -449,10 +410,10 @@ async def test_alerts_move_open_to_resolved_and_peak_only_up_in_any_order(deploy
     # Each row in its own record (own transaction) …
     for partition, rows in enumerate((in_order, resolved_first, peaks_shuffled)):
         for row in rows:
-            await deployment.produce(world.batch(partition, 5, alerts=[row]))
+            await deployment.produce_changes(world.batch(partition, 5, alerts=[row]))
             await deployment.written()
     # … and a whole episode, backwards, in one record.
-    await deployment.produce(world.batch(0, 5, alerts=all_in_one))
+    await deployment.produce_changes(world.batch(0, 5, alerts=all_in_one))
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
     stored = world.expected.alerts
@@ -482,17 +443,17 @@ async def test_a_batch_cut_into_several_records_lands_whole(deployment):
         SINK_BATCH_MAX_RECORDS="2"
     )  # the records of one batch over several transactions
     sink.start()
-    await deployment.produce(records)
+    await deployment.produce_changes(records)
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
 
 
 async def test_postgres_refusing_logins_for_10s_loses_nothing(deployment, stack):
     world = World(seed=6)
-    port = support.free_port()
+    port = free_port()
     sink = deployment.add_sink(SINK_WEB_PORT=str(port), SINK_BATCH_MAX_RECORDS="3")
     sink.start()
-    await deployment.produce(some_batches(world, rounds=2))
+    await deployment.produce_changes(some_batches(world, rounds=2))
     await deployment.written()
 
     name = deployment.dsn.rsplit("/", 1)[1]
@@ -505,7 +466,7 @@ async def test_postgres_refusing_logins_for_10s_loses_nothing(deployment, stack)
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # records keep flowing during the outage
-            await deployment.produce(some_batches(world, rounds=1, events=100))
+            await deployment.produce_changes(some_batches(world, rounds=1, events=100))
             await asyncio.sleep(1)
         assert sink.alive(), "the sink rides out a database outage"
     finally:
@@ -525,7 +486,7 @@ async def test_sigkill_mid_stream_then_restart_resumes_from_sink_offsets(deploym
     world = World(seed=7)
     first = some_batches(world, rounds=30, events=800)
     second = some_batches(world, rounds=5, events=800)
-    await deployment.produce(first)
+    await deployment.produce_changes(first)
     sink = deployment.add_sink(SINK_BATCH_MAX_RECORDS="1")
     sink.start()
 
@@ -537,7 +498,7 @@ async def test_sigkill_mid_stream_then_restart_resumes_from_sink_offsets(deploym
     sink.kill()
     stored = await deployment.positions()
     assert sum(stored.values()) < len(first), "killed too late to be mid-stream"
-    await deployment.produce(second)
+    await deployment.produce_changes(second)
     sink.start()
     await wait_for(lambda: ASSIGNED in sink.log_text(1), 60, what="the restarted sink's assignment")
     for partition in range(PARTITIONS):
@@ -559,20 +520,20 @@ async def test_two_sinks_in_one_group_stay_exact(deployment):
         lambda: ASSIGNED in a.log_text() and ASSIGNED in b.log_text(), 60, what="partitions for both sinks"
     )
     for _ in range(6):
-        await deployment.produce(some_batches(world, rounds=1))
+        await deployment.produce_changes(some_batches(world, rounds=1))
         await asyncio.sleep(0.5)
     await deployment.written()
 
     # SIGTERM: the transaction under way completes, the sink leaves the group, the other takes over at once
     # (not after a session timeout).
     stopped_at = time.monotonic()
-    assert a.terminate() == 0
-    await deployment.produce(some_batches(world, rounds=2))
+    assert a.stop() == 0
+    await deployment.produce_changes(some_batches(world, rounds=2))
     await deployment.written(timeout_s=60)
     assert time.monotonic() - stopped_at < 30
     a.start()
     for _ in range(4):
-        await deployment.produce(some_batches(world, rounds=1))
+        await deployment.produce_changes(some_batches(world, rounds=1))
         await asyncio.sleep(0.5)
     await deployment.written()
     await assert_exact(deployment.dsn, world.expected)
@@ -584,7 +545,7 @@ async def test_an_undecodable_record_is_logged_counted_and_skipped(deployment):
     world = World(seed=9)
     good = world.batch(1, 50)
     later = world.batch(1, 50)
-    await deployment.produce([*good, (1, b"\x93not a changes record"), *later])
+    await deployment.produce_changes([*good, (1, b"\x93not a changes record"), *later])
     sink = deployment.add_sink()
     sink.start()
     await deployment.written()

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from devkit.paths import ROOT
 from telemetrypulse.access import KeyRing, Scope, parse_api_keys
 from telemetrypulse.exceptions import SettingsError
 from telemetrypulse.settings import get_settings
-from tests.support import ROOT
 from tests.unit.test_settings import clean_env  # noqa: F401 - autouse: no variable of the checkout leaks in
 
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from telemetrypulse import decode
+from telemetrypulse import decode, decode_fields
 from telemetrypulse.changes import SENSOR_CODES
 from telemetrypulse.decode import DecodedBatch, decode_batch, decode_batch_fast, decode_batch_reference
 from telemetrypulse.models import SENSOR_RANGES, SENSOR_UNITS, to_us
@@ -698,7 +698,7 @@ def test_two_timestamp_lengths_half_and_half(count, monkeypatch):
 
 
 def test_list_extend_keeps_what_it_appended_before_an_exception():
-    """What decode._decode_typed relies on to find the value that failed (CPython's list.extend)."""
+    """What decode_fields.decode_typed relies on to find the value that failed (CPython's list.extend)."""
 
     def decode_or_raise(x):
         if x < 0:
@@ -764,7 +764,7 @@ def test_a_fault_of_the_fast_path_falls_back_to_the_reference(monkeypatch, caplo
     def broken(ids):
         raise IndexError("a bug")
 
-    monkeypatch.setattr(decode, "_event_id_bytes", broken)
+    monkeypatch.setattr(decode_fields, "event_id_bytes", broken)
     values = [event(), b"{", None]
     assert outcomes(decode_batch(values, NOW)) == outcomes(decode_batch_reference(values, NOW))
     assert "the fast path failed on 3 values" in caplog.text

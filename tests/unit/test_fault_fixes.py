@@ -14,11 +14,13 @@ from faust.types import TP
 
 from telemetrypulse.decode import decode_batch
 from telemetrypulse.models import DLQ_MAX_PAYLOAD_BYTES, Invalid, dlq_record
+from telemetrypulse.names import internal_names
 from telemetrypulse.recovery import FencedTable
 from telemetrypulse.simulator import generate_events
 from telemetrypulse.state import PARTITION_KEY, PartitionState, record_fence
 
-CHANGELOG = "unit-partition-state-changelog"
+NAMES = internal_names("unit")
+CHANGELOG = NAMES.partition_state_changelog
 
 
 @dataclass
@@ -55,10 +57,10 @@ def state(fence: int) -> bytes:
 
 @pytest.fixture
 def table(tmp_path):
-    app = faust.App("unit", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    app = faust.App(NAMES.app_id, store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     return FencedTable(
         app,
-        name="partition-state",
+        name=NAMES.partition_state_table,
         default=None,
         fence=record_fence,
         key_type=bytes,

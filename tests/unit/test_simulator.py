@@ -359,3 +359,15 @@ def test_cli_rejects_bad_arguments(capsys):
         sim_module.main(["--invalid-fraction", "1.5"])
     assert exited.value.code == 2
     assert "--invalid-fraction" in capsys.readouterr().err
+
+
+def test_normal_readings_stay_below_each_rule_and_anomaly_peaks_above_it():
+    """The simulator's realism ranges follow the alert rules (alerts.RULES owns the thresholds): normal readings
+    never open an episode, so every episode comes from an anomaly and is resolved once the anomaly is over."""
+    from telemetrypulse.alerts import RULES
+    from telemetrypulse.simulator.generation import NORMAL_RANGE, PEAK_NOISE, PEAK_RANGE
+
+    assert set(NORMAL_RANGE) == set(PEAK_RANGE) == set(RULES)
+    for sensor, rule in RULES.items():
+        assert NORMAL_RANGE[sensor][1] < rule.resolve_at_or_below, sensor
+        assert PEAK_RANGE[sensor][0] - 2 * PEAK_NOISE[sensor] > rule.open_above, sensor

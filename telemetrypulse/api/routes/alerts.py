@@ -26,7 +26,7 @@ from telemetrypulse.api import lifecycle
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
 from telemetrypulse.api.auth import READ_ACCESS, OperateKey, auth_errors
 from telemetrypulse.api.csv_export import csv_response, csv_response_doc, encode_rows
-from telemetrypulse.api.database import Reader, WhereClause
+from telemetrypulse.api.data_access import Reader, WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
     FormatQuery,

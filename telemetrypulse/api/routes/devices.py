@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from telemetrypulse.access import Scope
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import ID_PATTERN, DeviceIdPath, LimitQuery, ReaderDep, SiteIdQuery, ZoneIdQuery
 from telemetrypulse.api.errors import NotFound
 from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS, unit_of

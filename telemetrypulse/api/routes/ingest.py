@@ -18,7 +18,7 @@ from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import IngestKey, auth_errors
 from telemetrypulse.api.deps import StateDep
 from telemetrypulse.api.errors import InvalidParameter, PayloadTooLarge
-from telemetrypulse.api.metrics import INGESTED
+from telemetrypulse.api.http_metrics import INGESTED
 from telemetrypulse.api.routes.common import UNAVAILABLE
 from telemetrypulse.api.schemas import ErrorResponse, IngestAccepted, IngestBatchResult
 from telemetrypulse.models import Event, Invalid, now_us, validate_event

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.csv_export import SQL_BOOL, SQL_TIME, csv_response, csv_response_doc
-from telemetrypulse.api.database import Reader, WhereClause
+from telemetrypulse.api.data_access import Reader, WhereClause
 from telemetrypulse.api.deps import DeviceIdPath, EndQuery, FormatQuery, QueryTime, ReaderDep, SensorTypeQuery
 from telemetrypulse.api.errors import InvalidParameter, NotFound
 from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS, decode_cursor, encode_cursor

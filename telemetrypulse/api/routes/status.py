@@ -13,7 +13,7 @@ from fastapi import APIRouter
 
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import ReaderDep, SiteIdQuery
 from telemetrypulse.api.routes.common import READ_ERRORS, level_of, unit_of
 from telemetrypulse.api.schemas import LiveStatus

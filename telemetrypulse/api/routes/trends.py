@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.csv_export import chunked, csv_response, csv_response_doc
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
     EndQuery,

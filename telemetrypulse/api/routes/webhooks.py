@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import AdminKey, auth_errors
-from telemetrypulse.api.database import WhereClause
+from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import LimitQuery, ReaderDep, StateDep
 from telemetrypulse.api.errors import InvalidParameter, NotFound
 from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS

@@ -26,7 +26,7 @@ async def ensure_topics(
     topic would move devices between partitions). Returns once every topic is visible in the cluster metadata,
     so a producer started right after finds them. Broker errors other than "already exists" are raised.
     """
-    admin = AIOKafkaAdminClient(**aiokafka_options(settings), client_id=f"{settings.app_id}-admin")
+    admin = AIOKafkaAdminClient(**aiokafka_options(settings), client_id=settings.names.client_id("admin"))
     await admin.start()
     try:
         # list_topics() asks for all topics; a metadata request naming a missing topic would let a broker with
@@ -50,7 +50,7 @@ async def ensure_topics(
                     message = rest[0] if rest and rest[0] else for_code(code).description
                     raise for_code(code)(f"cannot create topic {topic!r}: {message}")
             log.info("created topics %s (%d partitions, replication %d)", missing, partitions, replication)
-            await _wait_visible(admin, missing, timeout_s)
+            await wait_until_visible(admin, missing, timeout_s)
     finally:
         await admin.close()
 
@@ -67,7 +67,7 @@ def _warn_partition_mismatch(described: list[dict], partitions: int) -> None:
             )
 
 
-async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+async def wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
     """Until every topic is in the metadata with a leader for each partition (creation is asynchronous)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

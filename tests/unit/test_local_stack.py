@@ -1,4 +1,5 @@
-"""devstack without services: configs, port choice, state parsing, and that `down` leaves foreign processes alone."""
+"""The local stack without services: configs, port choice, state parsing, and that `down` leaves foreign processes
+alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from telemetrypulse import devstack
+from devkit import local_kafka, local_postgres, ports
+from devkit.local_stack import LocalStack
+from devkit.paths import ROOT
 
 
 def properties(text: str) -> dict[str, str]:
@@ -18,7 +21,7 @@ def properties(text: str) -> dict[str, str]:
 
 
 def test_kafka_properties_single_node_kraft_on_loopback(tmp_path):
-    props = properties(devstack.kafka_properties(port=19092, controller_port=19093, data_dir=tmp_path))
+    props = properties(local_kafka.kafka_properties(port=19092, controller_port=19093, data_dir=tmp_path))
     assert props["process.roles"] == "broker,controller" and props["node.id"] == "1"
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
@@ -39,14 +42,14 @@ def test_kafka_properties_single_node_kraft_on_loopback(tmp_path):
 
 
 def test_postgres_conf_keeps_commits_durable(tmp_path):
-    conf = devstack.postgres_conf(port=55432, socket_dir=tmp_path)
+    conf = local_postgres.postgres_conf(port=55432, socket_dir=tmp_path)
     assert "synchronous_commit = on" in conf and "fsync = off" in conf
     assert "listen_addresses = '127.0.0.1'" in conf and f"unix_socket_directories = '{tmp_path}'" in conf
     assert "max_connections = 300" in conf
 
 
 def test_cluster_id_looks_like_kafka_storage_random_uuid():
-    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", devstack.new_cluster_id())
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", local_kafka.new_cluster_id())
 
 
 def test_busy_preferred_port_falls_back_outside_the_ephemeral_range():
@@ -54,16 +57,16 @@ def test_busy_preferred_port_falls_back_outside_the_ephemeral_range():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        assert not devstack.port_free(taken)
-        port = devstack.pick_port(taken, seed="some clone")
-        assert port != taken and devstack.port_free(port)
-        assert port in devstack._fallback_range()
-        assert devstack.pick_port(taken, seed="some clone") == port  # stable for one clone
-        assert devstack.pick_port(None, seed="some clone", taken=[port]) != port
+        assert not ports.port_free(taken)
+        port = ports.pick_port(taken, seed="some clone")
+        assert port != taken and ports.port_free(port)
+        assert port in ports.fallback_range()
+        assert ports.pick_port(taken, seed="some clone") == port  # stable for one clone
+        assert ports.pick_port(None, seed="some clone", taken=[port]) != port
 
 
 def test_env_file_parsing(tmp_path):
-    stack = devstack.Devstack(tmp_path)
+    stack = LocalStack(tmp_path)
     stack.dir.mkdir()
     stack.env_file.write_text(
         "# comment\nKAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1\nDATABASE_URL=postgresql://a:b@h:2/d\n"
@@ -81,7 +84,7 @@ def stranger():
 
 
 def test_down_never_touches_a_process_it_did_not_start(tmp_path, stranger, capsys):
-    stack = devstack.Devstack(tmp_path)
+    stack = LocalStack(tmp_path)
     stack.dir.mkdir()
     fake_home = tmp_path / "pg"
     (fake_home / "data").mkdir(parents=True)
@@ -91,7 +94,7 @@ def test_down_never_touches_a_process_it_did_not_start(tmp_path, stranger, capsy
             {"kafka": {"pid": stranger.pid, "port": 1}, "postgres": {"home": str(fake_home), "port": 2}}
         )
     )
-    assert stack.kafka_pid() is None and stack.postgres_pid() is None
+    assert stack.kafka.pid() is None and stack.postgres.pid() is None
     stack.down()
     assert stranger.poll() is None
     assert "kafka not running" in capsys.readouterr().out
@@ -99,4 +102,5 @@ def test_down_never_touches_a_process_it_did_not_start(tmp_path, stranger, capsy
 
 
 def test_root_is_this_checkout():
-    assert devstack.default_root() == Path(__file__).resolve().parents[2]
+    assert Path(__file__).resolve().parents[2] == ROOT
+    assert LocalStack().dir == ROOT / ".devstack"

@@ -8,7 +8,7 @@ import asyncpg
 
 from telemetrypulse.access import KeyRing
 from telemetrypulse.api.alert_feed import AlertFeed
-from telemetrypulse.api.database import Reader, Writer
+from telemetrypulse.api.data_access import Reader, Writer
 from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.settings import Settings
 

@@ -12,25 +12,27 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from telemetrypulse import devstack
+from devkit.local_postgres import private_dsn
+from devkit.local_stack import LocalStack
+from devkit.paths import ROOT
 
 pytestmark = pytest.mark.integration
 
 
 def run_up() -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "telemetrypulse.devstack", "up"], capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "devkit", "up"], cwd=ROOT, capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 def test_up_twice_reuses_the_same_processes():
-    stack = devstack.Devstack()
+    stack = LocalStack()
     run_up()
-    first = (stack.kafka_pid(), stack.postgres_pid(), stack.env_file.read_text())
+    first = (stack.kafka.pid(), stack.postgres.pid(), stack.env_file.read_text())
     out = run_up()
-    second = (stack.kafka_pid(), stack.postgres_pid(), stack.env_file.read_text())
+    second = (stack.kafka.pid(), stack.postgres.pid(), stack.env_file.read_text())
     assert first == second
     assert first[0] is not None
     assert "kafka reused" in out
@@ -39,7 +41,7 @@ def test_up_twice_reuses_the_same_processes():
 
 
 async def test_env_file_points_at_the_running_stack():
-    stack = devstack.Devstack()
+    stack = LocalStack()
     env = stack.env()
     assert set(env) == {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     port = stack.state()["kafka"]["port"]
@@ -54,7 +56,7 @@ async def test_env_file_points_at_the_running_stack():
     assert [b["port"] for b in cluster["brokers"]] == [port]
 
     if not stack.state().get("env", {}).get("database_url_external"):
-        assert env["DATABASE_URL"] == devstack.private_dsn(stack.state()["postgres"]["port"])
+        assert env["DATABASE_URL"] == private_dsn(stack.state()["postgres"]["port"])
     conn = await asyncpg.connect(env["DATABASE_URL"])
     try:
         # The stack's user must be able to create databases (each integration test gets its own).
@@ -68,7 +70,8 @@ async def test_env_file_points_at_the_running_stack():
 
 def test_status_reports_up():
     done = subprocess.run(
-        [sys.executable, "-m", "telemetrypulse.devstack", "status"],
+        [sys.executable, "-m", "devkit", "status"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,7 +4,7 @@
 then keeps `concurrency` clients busy for `duration_s`, rotating over the three routes, and returns per
 route (and over all) the request count, errors, p50/p99 latency in ms and requests per second.
 
-    python -m bench.api_load --base-url http://127.0.0.1:8000 --duration 10 --concurrency 16
+    python -m devkit.api_load --base-url http://127.0.0.1:8000 --duration 10 --concurrency 16
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def run_url_load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.api_load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devkit.api_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
     parser.add_argument("--concurrency", type=int, default=16)

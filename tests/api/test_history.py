@@ -430,7 +430,7 @@ async def test_a_days_long_csv_export_is_streamed_in_chunks(stack, api_dsn):
     params = {"start": start.isoformat(), "end": (start + timedelta(days=3)).isoformat(), "format": "csv"}
     with live_api(live_api_env(stack, api_dsn), "csv-stream") as api:
         async with (
-            httpx.AsyncClient(base_url=api.base_url, timeout=60) as http,
+            httpx.AsyncClient(base_url=api.url, timeout=60) as http,
             http.stream("GET", f"/devices/{device}/readings", params=params) as response,
         ):
             assert response.status_code == 200

@@ -16,9 +16,9 @@ import asyncpg
 import orjson
 import pytest
 
+from devkit.waiting import wait_for
 from telemetrypulse import db
 from telemetrypulse.retention import utc_midnight
-from tests import support
 from tests.pipeline_model import build_dataset, expected_outcome, parse_us
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ async def test_stddev_hours_and_days_exact_after_late_events_kills_and_a_replay(
     messages = [(m.key, m.value) for m in dataset.messages]
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
 
     # In six slices: the worker SIGKILLed after the second (it re-sends what it had not committed), the sink
     # SIGKILLed after the third, a second sink in the group for the fourth and fifth (partitions move between
@@ -94,7 +94,7 @@ async def test_stddev_hours_and_days_exact_after_late_events_kills_and_a_replay(
         if i == 1:
             worker.kill()
             worker.start()
-            await pipeline.wait_processing(worker)
+            await worker.wait_ready()
         elif i == 2:
             pipeline.sinks[0].kill()
             pipeline.sinks[0].start()
@@ -172,7 +172,7 @@ async def test_the_worker_enforces_retention_at_start_and_old_data_arriving_late
     ]
     worker = pipeline.add_worker()
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
     await pipeline.produce(history)
     await pipeline.settled(len(history), len(history), timeout_s=120)
     days_before = {
@@ -190,7 +190,7 @@ async def test_the_worker_enforces_retention_at_start_and_old_data_arriving_late
     worker.stop()
     worker.env.update(RAW_RETENTION_DAYS="2", WINDOW_5M_RETENTION_DAYS="1", WINDOW_15M_RETENTION_DAYS="3")
     worker.start()
-    await pipeline.wait_processing(worker)
+    await worker.wait_ready()
 
     async def boundaries():
         rows = await fetch_all(
@@ -200,12 +200,12 @@ async def test_the_worker_enforces_retention_at_start_and_old_data_arriving_late
         )
         return rows[0] if rows[0]["raw"] is not None else None
 
-    b = await support.wait_for(boundaries, 60, what="the retention run at the worker's start")
+    b = await wait_for(boundaries, 60, what="the retention run at the worker's start")
 
     async def done() -> bool:
         return "retention: raw readings before" in worker.log_text(worker.starts - 1)
 
-    await support.wait_for(done, 60, what="the retention run's report in the worker log")
+    await wait_for(done, 60, what="the retention run's report in the worker log")
     assert b["raw"] == utc_midnight(now - timedelta(days=2))
     assert b["w15"] == utc_midnight(now - timedelta(days=3))
     assert now - timedelta(days=1) <= b["w5"] <= datetime.now(UTC) - timedelta(days=1)
@@ -234,7 +234,7 @@ async def test_the_worker_enforces_retention_at_start_and_old_data_arriving_late
     await pipeline.produce(
         [event("ret.new", old, 901.0), event("ret.a", old, 902.0), event("ret.new", now, 903.0)]
     )
-    await support.wait_for(
+    await wait_for(
         lambda: fetch_all(pipeline.dsn, "SELECT 1 FROM telemetry_events WHERE value = 903"),
         60,
         what="the marker",

@@ -18,12 +18,12 @@ import asyncpg
 import numpy as np
 import pytest
 
+from devkit.waiting import wait_for
 from telemetrypulse import db
 from telemetrypulse.changes import LATEST_ROW, RAW_ROW, WINDOW_ROW
 from telemetrypulse.retention import RetentionJob, RetentionPolicy, utc_midnight
 from telemetrypulse.sink.batch import SinkBatch
 from telemetrypulse.sink.writer import PostgresWriter
-from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics) and of the sink process
-(`telemetrypulse sink`, on SINK_WEB_PORT)."""
+"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics; the retention job runs there
+too) and of the sink process (`telemetrypulse sink`, on SINK_WEB_PORT)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -33,4 +33,16 @@ SINK_UNDECODABLE = Counter(
 )
 CONSUMER_LAG = Gauge(
     "telemetrypulse_consumer_lag", "Messages between the committed offset and the end", ["topic", "partition"]
+)
+RETENTION_RUNS = Counter(
+    "telemetrypulse_retention_runs_total",
+    "Retention runs by outcome: done, failed (retried a minute later), skipped (another worker's run)",
+    ["outcome"],
+)
+RETENTION_PARTITIONS_DROPPED = Counter(
+    "telemetrypulse_retention_partitions_dropped_total",
+    "Daily partitions of raw readings dropped by retention",
+)
+RETENTION_ROWS_DELETED = Counter(
+    "telemetrypulse_retention_rows_deleted_total", "Window rows deleted by retention", ["table"]
 )

@@ -446,6 +446,62 @@ def _throughput_section(d: dict, facts: dict) -> list[str]:
     return out
 
 
+# Issue 14's targets: trends of hourly and daily windows over 30 days, and a month's CSV export.
+TARGET_HISTORY_P99_MS = 100.0
+TARGET_CSV_ROWS_PER_S = 50_000
+# "Flat": exporting 30 days may not take more memory than exporting one day, beyond this much noise.
+CSV_RSS_NOISE_MIB = 8.0
+
+
+def _history_section(h: dict, a: dict) -> list[str]:
+    d, c = h["data"], h["csv"]
+    # Client counts are int keys in memory, strings once the results went through JSON.
+    trends = {window: {int(n): r for n, r in by.items()} for window, by in h["trends"].items()}
+    clients = sorted({n for by_window in trends.values() for n in by_window})
+    out = [
+        "",
+        f"### History (issue 14): {d['devices']} devices × {d['pairs'] // max(d['devices'], 1)} sensors, 30 days",
+        "",
+        f"Written into the same database directly (`bench/history.py`; 30 days cannot come through the pipeline in a "
+        f"bench): {d['window_rows']['15m']:,} 15-minute windows, rolled up by PostgreSQL's triggers into "
+        f"{d['window_rows']['1h']:,} hourly and {d['window_rows']['1d']:,} daily windows, and one device's raw "
+        f"readings ({d['raw_rows']:,} rows, every sensor every 10 s) — {d['seconds']:.0f} s to write. `/trends` over "
+        "the 30 days (720 hourly or 30 daily points per series), each window size loaded on its own, clients rotating "
+        "over a random zone, a random site and the whole fleet (random sensor). Target: p99 ≤ "
+        f"{TARGET_HISTORY_P99_MS:.0f} ms.",
+        "",
+        "| window | scope | " + " | ".join(f"{n} clients: p50 / p99 (req/s)" for n in clients) + " |",
+        "|---|---|" + "---:|" * len(clients),
+    ]
+    for window, by_clients in trends.items():
+        for scope in [k for k in by_clients[clients[0]] if k != "all"] + ["all"]:
+            cells = []
+            for n in clients:
+                r = by_clients[n][scope]
+                cells.append(f"{r['p50_ms']:.0f} / **{r['p99_ms']:.0f} ms** ({r['rps']:,.0f})")
+            out.append(f"| {window} | {scope} | " + " | ".join(cells) + " |")
+    out.append("")
+    for n in clients:
+        worst = max(by_clients[n]["all"]["p99_ms"] for by_clients in trends.values())
+        out.append(
+            f"- {n} clients: worst p99 over the window sizes {worst:.0f} ms — "
+            f"{_verdict(worst <= TARGET_HISTORY_P99_MS, _limit(worst, TARGET_HISTORY_P99_MS))}"
+        )
+    flat = c["rss_growth_mib_month"] <= c["rss_growth_mib_day"] + CSV_RSS_NOISE_MIB
+    each = ", ".join(f"{r['rows_per_s']:,}" for r in c["runs"])
+    out += [
+        "",
+        f"CSV export of one sensor's month (`/devices/{c['device']}/readings?sensor_type={c['sensor_type']}"
+        f"&format=csv`, {c['rows']:,} rows, {c['mib']:.1f} MiB), one streaming client, {len(c['runs'])} downloads: "
+        f"median **{c['median_rows_per_s']:,.0f} rows/s** ({each}) — "
+        f"{_verdict(c['median_rows_per_s'] >= TARGET_CSV_ROWS_PER_S, _margin(c['median_rows_per_s'], TARGET_CSV_ROWS_PER_S))}"
+        f" (target ≥ {TARGET_CSV_ROWS_PER_S:,}). The API's RSS grew by at most {c['rss_growth_mib_month']:.1f} MiB "
+        f"during a month's export and {c['rss_growth_mib_day']:.1f} MiB during a day's ({c['day_rows']:,} rows), "
+        f"from {c['rss_before_mib']:.0f} MiB — {_verdict(flat, 'flat' if flat else 'grows with the rows')}.",
+    ]
+    return out
+
+
 def markdown(results: dict, facts: dict, mode: str) -> str:
     out = [f"# TelemetryPulse benchmark ({mode})", ""]
     out += ["## Machine", "", "| | |", "|---|---|"]
@@ -504,6 +560,8 @@ def markdown(results: dict, facts: dict, mode: str) -> str:
                 f"| `{route}` | {r['requests']:,} | {r['errors']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
                 f"{r['max_ms']:.1f} ms | {r['rps']:,.1f} |"
             )
+        if a.get("history"):
+            out += _history_section(a["history"], a)
 
     rec = results.get("recovery")
     if rec:

@@ -72,8 +72,24 @@ async def run_api_load(base_url: str, duration_s: float, concurrency: int, *, se
     Returns `{route: {requests, errors, p50_ms, p99_ms, max_ms, rps}}` for each of ROUTES, plus
     `"all"`. An error is any non-200 answer or transport failure; its latency is not counted.
     """
-    latencies: dict[str, list[float]] = {route: [] for route in ROUTES}
-    errors = dict.fromkeys(ROUTES, 0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        targets = await _targets(client)
+    return await run_url_load(base_url, targets, duration_s, concurrency, seed=seed)
+
+
+async def run_url_load(
+    base_url: str,
+    targets: dict[str, Callable[[random.Random], str]],
+    duration_s: float,
+    concurrency: int,
+    *,
+    seed: int = 1,
+) -> dict:
+    """`concurrency` clients rotating over `targets` (name -> a function drawing a URL) for `duration_s`, after one
+    warm-up call of each per client; the figures of each target and of `"all"`, as run_api_load's."""
+    names = list(targets)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    errors = dict.fromkeys(names, 0)
     # One single-connection client per simulated user: httpx's shared pool costs the load generator
     # more CPU per request as connections grow, and on a small machine that CPU is taken from the API.
     clients = [
@@ -81,10 +97,9 @@ async def run_api_load(base_url: str, duration_s: float, concurrency: int, *, se
         for _ in range(concurrency)
     ]
     try:
-        targets = await _targets(clients[0])
 
-        async def hit(client: httpx.AsyncClient, route: str, rng: random.Random, record: bool) -> None:
-            url = targets[route](rng)
+        async def hit(client: httpx.AsyncClient, name: str, rng: random.Random, record: bool) -> None:
+            url = targets[name](rng)
             started = time.perf_counter()
             try:
                 response = await client.get(url)
@@ -94,22 +109,22 @@ async def run_api_load(base_url: str, duration_s: float, concurrency: int, *, se
             elapsed = time.perf_counter() - started
             if record:
                 if ok:
-                    latencies[route].append(elapsed)
+                    latencies[name].append(elapsed)
                 else:
-                    errors[route] += 1
+                    errors[name] += 1
 
         warm_rng = random.Random(seed)
-        await asyncio.gather(*(hit(client, route, warm_rng, False) for client in clients for route in ROUTES))
+        await asyncio.gather(*(hit(client, name, warm_rng, False) for client in clients for name in names))
 
         deadline = time.perf_counter() + duration_s
 
         async def client_loop(index: int) -> None:
             rng = random.Random(seed * 1000 + index)
-            # Clients start at different routes so every route is under load all the time.
-            for route in itertools.islice(itertools.cycle(ROUTES), index % len(ROUTES), None):
+            # Clients start at different targets so every one is under load all the time.
+            for name in itertools.islice(itertools.cycle(names), index % len(names), None):
                 if time.perf_counter() >= deadline:
                     return
-                await hit(clients[index], route, rng, True)
+                await hit(clients[index], name, rng, True)
 
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
@@ -117,8 +132,8 @@ async def run_api_load(base_url: str, duration_s: float, concurrency: int, *, se
     finally:
         await asyncio.gather(*(client.aclose() for client in clients))
 
-    result = {route: _summary(latencies[route], errors[route], seconds) for route in ROUTES}
-    result["all"] = _summary([x for route in ROUTES for x in latencies[route]], sum(errors.values()), seconds)
+    result = {name: _summary(latencies[name], errors[name], seconds) for name in names}
+    result["all"] = _summary([x for name in names for x in latencies[name]], sum(errors.values()), seconds)
     return result
 
 

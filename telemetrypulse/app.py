@@ -142,7 +142,7 @@ except SettingsError as e:
     raise SystemExit(f"telemetrypulse: configuration error: {e}") from None
 app = create_app(settings)
 
-from telemetrypulse.agents import process  # noqa: E402, F401 -- registers the agents
+from telemetrypulse.agents import process, retention  # noqa: E402, F401 -- registers the agents and timers
 
 
 @app.page("/metrics")

@@ -26,6 +26,11 @@ READER_ROLE = "telemetrypulse_reader"
 OPERATOR_ROLE = "telemetrypulse_operator"
 # Any constant works; it only has to be the same for every process migrating one database.
 MIGRATION_LOCK_ID = 0x7E1E_0001
+# Held shared by every sink transaction and exclusively by the retention job while it moves the boundaries of
+# `telemetry_retention` (sink/writer.py, retention.py).
+HISTORY_LOCK_ID = 0x7E1E_0014
+# One retention job at a time per database, however many workers run (a session lock, held while it runs).
+RETENTION_JOB_LOCK_ID = 0x7E1E_0015
 
 
 def migration_files(folder: Traversable = MIGRATIONS) -> list[tuple[str, Traversable]]:
@@ -131,6 +136,20 @@ def partition_name(day: date) -> str:
     return f"telemetry_events_{day:%Y%m%d}"
 
 
+async def partition_days(conn: asyncpg.Connection) -> dict[date, str]:
+    """The raw table's daily partitions: day -> partition name (any other partition is not ours and ignored)."""
+    rows = await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'telemetry_events'::regclass"
+    )
+    days = {}
+    for row in rows:
+        match = re.fullmatch(r"telemetry_events_(\d{8})", row["relname"])
+        if match:
+            days[datetime.strptime(match[1], "%Y%m%d").date()] = row["relname"]
+    return days
+
+
 class DailyPartitions:
     """Creates the raw table's daily partitions before rows for a new day are written.
 
@@ -142,19 +161,16 @@ class DailyPartitions:
     def __init__(self) -> None:
         self._known: set[date] = set()
 
+    def knows(self, days: set[date]) -> bool:
+        """Every one of `days` has a partition, as far as this process knows (nothing to create)."""
+        return days <= self._known
+
     async def ensure(self, conn: asyncpg.Connection, days: set[date]) -> None:
         missing = days - self._known
         if not missing:
             return
         if not self._known:
-            rows = await conn.fetch(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'telemetry_events'::regclass"
-            )
-            for row in rows:
-                match = re.fullmatch(r"telemetry_events_(\d{8})", row["relname"])
-                if match:
-                    self._known.add(datetime.strptime(match[1], "%Y%m%d").date())
+            self._known.update(await partition_days(conn))
             missing = days - self._known
         for day in sorted(missing):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics) and of the sink process
-(`telemetrypulse sink`, on SINK_WEB_PORT)."""
+"""Prometheus metrics of the stream worker (served by Faust's web server at /metrics; the retention job runs there
+too) and of the sink process (`telemetrypulse sink`, on SINK_WEB_PORT)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -48,4 +48,16 @@ PARTITION_RULES_REVISION = Gauge(
 )
 STALE_BY_CLOCK = Counter(
     "telemetrypulse_stale_by_clock_total", "Stale episodes raised by the clock for a silent live partition"
+)
+RETENTION_RUNS = Counter(
+    "telemetrypulse_retention_runs_total",
+    "Retention runs by outcome: done, failed (retried a minute later), skipped (another worker's run)",
+    ["outcome"],
+)
+RETENTION_PARTITIONS_DROPPED = Counter(
+    "telemetrypulse_retention_partitions_dropped_total",
+    "Daily partitions of raw readings dropped by retention",
+)
+RETENTION_ROWS_DELETED = Counter(
+    "telemetrypulse_retention_rows_deleted_total", "Window rows deleted by retention", ["table"]
 )

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # transaction means fewer statements and more rows coalesced; memory is bounded by the fetch size anyway.
     sink_batch_max_records: int = Field(1000, ge=1, le=100_000)
 
+    # Retention (SPEC §11), enforced by the worker at start and hourly: days of raw readings (whole daily partitions)
+    # and of 5- and 15-minute windows to keep; 0 keeps them forever. Hourly and daily windows are always kept.
+    raw_retention_days: int = Field(0, ge=0, le=36_500)
+    window_5m_retention_days: int = Field(0, ge=0, le=36_500)
+    window_15m_retention_days: int = Field(0, ge=0, le=36_500)
+
     # The webhook notifier (`telemetrypulse notify`, SPEC §10). URLs may carry a receiver's token: secret.
     webhook_urls: SecretStr | None = None
     webhook_secret: SecretStr | None = None

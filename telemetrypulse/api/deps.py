@@ -17,7 +17,7 @@ from pydantic import BeforeValidator
 from telemetrypulse.api.data_access import Reader
 from telemetrypulse.api.errors import ServiceUnavailable
 from telemetrypulse.api.resources import ApiState
-from telemetrypulse.api.schemas import AlertStatus, HeatmapMetric, SensorType, WindowSize
+from telemetrypulse.api.schemas import AlertStatus, HeatmapMetric, OutputFormat, SensorType, WindowSize
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # Query times are kept inside what every layer can represent and do arithmetic on (datetime, PostgreSQL).
@@ -82,10 +82,24 @@ DeviceIdQuery = Annotated[str | None, _id_query("Device id", "dev-0001")]
 DeviceIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="Device id", examples=["dev-0001"])]
 SensorTypeQuery = Annotated[SensorType | None, Query(description="Sensor type")]
 RequiredSensorQuery = Annotated[SensorType, Query(description="Sensor type")]
-WindowQuery = Annotated[WindowSize, Query(description="Tumbling window size")]
+WindowQuery = Annotated[
+    WindowSize, Query(description="Tumbling window size: 5m, 15m, or 1h / 1d (roll-ups of the 15m windows)")
+]
 MetricQuery = Annotated[HeatmapMetric, Query(description="Cell value: window average or window maximum")]
 StatusQuery = Annotated[AlertStatus | None, Query(description="Only open or only resolved alerts")]
 LimitQuery = Annotated[int, Query(ge=1, le=1000, description="Page size, 1-1000")]
+OptionalLimitQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=1000,
+        description="Page size, 1-1000 (JSON default 100); with format=csv: at most this many rows",
+    ),
+]
+FormatQuery = Annotated[
+    OutputFormat,
+    Query(description="json, or csv: the same rows as CSV (RFC 4180, a header row), streamed"),
+]
 
 
 def _time_query(description: str):

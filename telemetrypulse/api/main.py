@@ -32,8 +32,9 @@ from telemetrypulse.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """
-Analytics over the TelemetryPulse pipeline: live zone status, window trends, site × zone heatmaps,
-alerts (paged and live as server-sent events), device drill-down, and ingestion into Kafka.
+Analytics over the TelemetryPulse pipeline: live zone status, window trends (5 minutes to a day, with
+standard deviations), site × zone heatmaps, alerts (paged and live as server-sent events), device drill-down
+and raw readings, and ingestion into Kafka. `/trends`, `/alerts` and readings also answer CSV (`format=csv`).
 
 All times are ISO-8601 UTC (`Z`). Query times must carry an offset. Errors are
 `{"error": code, "detail": message, "errors": [...]}`; 503 means PostgreSQL or Kafka is unreachable.
@@ -47,9 +48,9 @@ Missing or unknown key → 401, a key without the scope → 403.
 TAGS = [
     {"name": "health", "description": "Liveness and readiness (PostgreSQL and Kafka)"},
     {"name": "sites", "description": "Sites and their zones"},
-    {"name": "devices", "description": "Devices and the device drill-down"},
+    {"name": "devices", "description": "Devices, the device drill-down and its raw readings (JSON or CSV)"},
     {"name": "status", "description": "Live zone status"},
-    {"name": "trends", "description": "Tumbling-window aggregates over time (5m, 15m)"},
+    {"name": "trends", "description": "Tumbling-window aggregates over time (5m, 15m, 1h, 1d; JSON or CSV)"},
     {"name": "heatmap", "description": "Site × zone matrix per sensor"},
     {"name": "alerts", "description": "Alert episodes, paged and live; acknowledgements, notes and timeline"},
     {

@@ -20,14 +20,30 @@ class SensorType(StrEnum):
 class WindowSize(StrEnum):
     five_minutes = "5m"
     fifteen_minutes = "15m"
+    hour = "1h"
+    day = "1d"
 
     @property
     def seconds(self) -> int:
-        return 300 if self is WindowSize.five_minutes else 900
+        return _WINDOW_SECONDS[self.value]
 
     @property
     def device_table(self) -> str:
-        return "telemetry_device_agg_5m" if self is WindowSize.five_minutes else "telemetry_device_agg_15m"
+        """Device-level windows of this size (1h and 1d: roll-ups of 15m, migration 0006)."""
+        return f"telemetry_device_agg_{self.value}"
+
+    @property
+    def zone_view(self) -> str:
+        """The exact zone roll-up of the device windows."""
+        return f"telemetry_agg_{self.value}"
+
+
+_WINDOW_SECONDS = {"5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
+
+
+class OutputFormat(StrEnum):
+    json = "json"
+    csv = "csv"
 
 
 class HeatmapMetric(StrEnum):
@@ -68,7 +84,7 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="Machine-readable reason", examples=["invalid_parameter"])
     detail: str = Field(
         description="Human-readable explanation",
-        examples=["query.window: Input should be '5m' or '15m' (got '1h')"],
+        examples=["query.window: Input should be '5m', '15m', '1h' or '1d' (got '2h')"],
     )
     errors: list[FieldError] = Field(
         default_factory=list, description="One entry per offending field, if any"
@@ -263,6 +279,7 @@ class TrendPoint(ApiModel):
     avg_value: float
     min_value: float
     max_value: float
+    stddev_value: float = Field(description="Population standard deviation of the window's readings")
     device_count: int
 
     model_config = ConfigDict(
@@ -276,6 +293,7 @@ class TrendPoint(ApiModel):
                     "avg_value": 812.4,
                     "min_value": 640.0,
                     "max_value": 1010.5,
+                    "stddev_value": 92.7,
                     "device_count": 3,
                 }
             ]
@@ -315,6 +333,9 @@ class HeatmapCell(BaseModel):
     avg_value: float
     min_value: float
     max_value: float
+    stddev_value: float = Field(
+        description="Population standard deviation of the zone's readings in the window"
+    )
     level: Level | None = Field(
         description="ok ≤ resolve level < warn ≤ open threshold < alert; null for occupancy"
     )
@@ -330,6 +351,7 @@ class HeatmapCell(BaseModel):
                     "avg_value": 812.4,
                     "min_value": 640.0,
                     "max_value": 1010.5,
+                    "stddev_value": 92.7,
                     "level": "ok",
                 }
             ]
@@ -349,6 +371,32 @@ class Heatmap(ApiModel):
     zones: list[str] = Field(description="Column labels")
     cells: list[list[HeatmapCell | None]] = Field(
         description="cells[row][column]; null where the zone has no data"
+    )
+
+
+class Reading(ApiModel):
+    """One stored raw reading (SPEC §7 `telemetry_events`): accepted or too late, never a duplicate."""
+
+    ts_event: UtcDatetime
+    event_id: UUID
+    device_id: str
+    site_id: str
+    zone_id: str
+    sensor_type: SensorType
+    value: float
+    unit: str = Field(examples=["ppm"])
+    late: bool = Field(description="Too late for windows and alerts (SPEC §4): stored and counted only")
+    ts_ingest: UtcDatetime = Field(description="When the event reached Kafka")
+
+
+class ReadingPage(ApiModel):
+    device_id: str
+    sensor_type: SensorType | None
+    start: UtcDatetime = Field(description="Inclusive")
+    end: UtcDatetime = Field(description="Exclusive")
+    items: list[Reading] = Field(description="Oldest first (by ts_event, then event_id)")
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` (same other parameters) for the next page; null on the last page"
     )
 
 

@@ -10,7 +10,14 @@ in any order, from any number of sink processes:
 - positions (`sink_offsets`) only forward (`GREATEST`), written in the same transaction as the rows they cover,
   so rows and positions never disagree after a crash.
 Raw rows go in before windows in the same transaction, so a reader never sees a window counting an event whose raw
-row is not there.
+row is not there. Hourly and daily windows follow the 15-minute upsert inside PostgreSQL (migration 0006's triggers).
+
+Retention (telemetrypulse/retention.py): rows older than the boundaries in `telemetry_retention` are not written —
+raw rows before `raw_before`, window rows ending at or before `window_5m_before` / `window_15m_before` — and no
+daily partition is created for a day wholly before `raw_before`. Late data older than the retention is dropped here
+rather than stored until the next retention run: the retention job can then drop a partition knowing no sink will
+write into it again. Every transaction holds the history lock shared (db.HISTORY_LOCK_ID); the job moves the
+boundaries under it exclusively, so no transaction writes with boundaries that have moved under it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import asyncpg
 import numpy as np
 
 from telemetrypulse.changes import SENSORS
-from telemetrypulse.db import DailyPartitions
+from telemetrypulse.db import HISTORY_LOCK_ID, DailyPartitions
 from telemetrypulse.exceptions import SinkError
 from telemetrypulse.models import SENSOR_UNITS
 from telemetrypulse.sink.batch import SinkBatch
@@ -100,6 +107,9 @@ SENSOR_NAME = f"({_text_array(SENSORS)})[{{}}.sensor + 1]"
 SENSOR_UNIT = f"({_text_array(SENSOR_UNITS[s] for s in SENSORS)})[{{}}.sensor + 1]"
 # Integer µs to timestamptz with exact interval arithmetic: no float seconds, so no rounding at window edges.
 US = "'epoch'::timestamptz + ({}) * interval '1 microsecond'"
+# A retention boundary (migration 0006). A missing row must not read as NULL: every comparison would fail, and
+# every row be dropped.
+BOUNDARY = "COALESCE((SELECT {} FROM telemetry_retention), '-infinity')"
 
 # Raw rows are new in all but a replay. A plain INSERT costs PostgreSQL about half of `ON CONFLICT DO NOTHING`
 # (speculative insertion: a lock, an extra index probe and WAL record per row), so it is tried first under a
@@ -111,6 +121,7 @@ SELECT r.event_id, d.device_id, d.site_id, d.zone_id, {SENSOR_NAME.format("r")},
        CASE WHEN r.unit_given THEN {SENSOR_UNIT.format("r")} END, {US.format("r.ts_us")}, {US.format("r.ingest_us")},
        r.late
 FROM sink_raw r JOIN sink_dims d ON d.dim = r.dim
+WHERE {US.format("r.ts_us")} >= {BOUNDARY.format("raw_before")}
 """
 INSERT_RAW = INSERT_RAW_NEW + "ON CONFLICT DO NOTHING\n"
 
@@ -122,6 +133,7 @@ SELECT {US.format("w.start_us")}, {US.format("w.start_us + w.size_s * 1000000::i
        {US.format("w.first_us")}, {US.format("w.last_us")}, w.version
 FROM sink_windows w JOIN sink_dims d ON d.dim = w.dim
 WHERE w.size_s = {{size_s}}
+  AND {US.format("w.start_us + w.size_s * 1000000::int8")} > {BOUNDARY.format("{boundary}")}
 ON CONFLICT (device_id, sensor_type, window_start) DO UPDATE SET
     site_id = excluded.site_id, zone_id = excluded.zone_id, count_events = excluded.count_events,
     sum_value = excluded.sum_value, avg_value = excluded.avg_value, min_value = excluded.min_value,
@@ -130,9 +142,18 @@ ON CONFLICT (device_id, sensor_type, window_start) DO UPDATE SET
 WHERE excluded.version > t.version
 """
 WINDOW_TABLES = {300: "telemetry_device_agg_5m", 900: "telemetry_device_agg_15m"}
+RETENTION_BOUNDARIES = {300: "window_5m_before", 900: "window_15m_before"}
 UPSERT_WINDOWS_BY_SIZE = {
-    size_s: UPSERT_WINDOWS.format(table=table, size_s=size_s) for size_s, table in WINDOW_TABLES.items()
+    size_s: UPSERT_WINDOWS.format(table=table, size_s=size_s, boundary=RETENTION_BOUNDARIES[size_s])
+    for size_s, table in WINDOW_TABLES.items()
 }
+
+# First in every transaction: the retention job moves the boundaries only while no sink transaction runs.
+LOCK_HISTORY = "SELECT pg_advisory_xact_lock_shared($1)"
+# The first day still kept (raw readings), read before a new daily partition is created.
+RAW_BOUNDARY_DAY = (
+    "SELECT (NULLIF(raw_before, '-infinity') AT TIME ZONE 'UTC')::date FROM telemetry_retention"
+)
 
 UPSERT_LATEST = f"""
 INSERT INTO telemetry_device_latest AS t (device_id, sensor_type, site_id, zone_id, value, ts_event, event_id, version)
@@ -257,8 +278,16 @@ class PostgresWriter:
             if len(batch.raw):
                 # Outside the transaction: creating a partition locks the parent table, which must not be held
                 # for a whole batch (the API reads it).
-                await self._partitions.ensure(conn, batch.raw_days())
+                days = batch.raw_days()
+                if not self._partitions.knows(days):
+                    # No partition for a day retention dropped: its rows are refused anyway (INSERT_RAW). A
+                    # boundary moving right after this read costs at most one empty partition, dropped next run.
+                    first_kept = await conn.fetchval(RAW_BOUNDARY_DAY)
+                    if first_kept is not None:
+                        days = {day for day in days if day >= first_kept}
+                    await self._partitions.ensure(conn, days)
             async with conn.transaction():
+                await conn.execute(LOCK_HISTORY, HISTORY_LOCK_ID)
                 await self._write_rows(conn, batch)
         except DRIVER_ERRORS as e:
             self._discard()

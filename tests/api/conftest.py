@@ -220,9 +220,11 @@ def build_dataset(seed: int = 7) -> Dataset:
 
 
 async def write_dataset(dsn: str, data: Dataset) -> None:
-    """Rows as the worker's sinks would write them (device windows carry sum and first/last ts)."""
+    """Rows as the worker's sinks would write them (device windows carry sum, sum of squares and first/last ts;
+    PostgreSQL rolls the 15-minute windows up into hours and days itself), and the raw readings."""
     conn = await asyncpg.connect(dsn)
     try:
+        await write_readings(conn, data.readings)
         async with conn.transaction():
             for seconds, table in ((300, "telemetry_device_agg_5m"), (900, "telemetry_device_agg_15m")):
                 rows = [
@@ -238,6 +240,7 @@ async def write_dataset(dsn: str, data: Dataset) -> None:
                         sum(w["values"]) / len(w["values"]),
                         min(w["values"]),
                         max(w["values"]),
+                        sum(v * v for v in w["values"]),
                         min(w["ts"]),
                         max(w["ts"]),
                         1,
@@ -249,7 +252,7 @@ async def write_dataset(dsn: str, data: Dataset) -> None:
                     records=rows,
                     columns=[
                         "window_start", "window_end", "device_id", "site_id", "zone_id", "sensor_type",
-                        "count_events", "sum_value", "avg_value", "min_value", "max_value",
+                        "count_events", "sum_value", "avg_value", "min_value", "max_value", "sum_sq_value",
                         "first_ts", "last_ts", "version",
                     ],
                 )  # fmt: skip
@@ -283,6 +286,25 @@ async def write_dataset(dsn: str, data: Dataset) -> None:
                 await insert_alert(conn, alert)
     finally:
         await conn.close()
+
+
+async def write_readings(conn: asyncpg.Connection, readings: list[Reading], late: bool = False) -> None:
+    """Raw rows as the sink writes them (the day's partition first)."""
+    await db.DailyPartitions().ensure(conn, {r.ts.astimezone(UTC).date() for r in readings})
+    await conn.copy_records_to_table(
+        "telemetry_events",
+        records=[
+            (
+                uuid.UUID(r.event_id), r.device_id, r.site_id, r.zone_id, r.sensor_type, r.value, None, r.ts,
+                r.ts + timedelta(milliseconds=40), late,
+            )
+            for r in readings
+        ],
+        columns=[
+            "event_id", "device_id", "site_id", "zone_id", "sensor_type", "value", "unit", "ts_event", "ts_ingest",
+            "late",
+        ],
+    )  # fmt: skip
 
 
 async def insert_alert(conn: asyncpg.Connection, alert: dict) -> int:

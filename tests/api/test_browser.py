@@ -15,6 +15,7 @@ import asyncio
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -132,6 +133,25 @@ async def test_dashboard_shows_heatmap_values_and_a_live_alert(pipeline):
                         if (cell := held["cells"][i][j])
                     }
                     assert {(s, z): v for s, z, v in shown} == expected
+
+                    # The trend range picks the window size that fits it, and the CSV link downloads what the
+                    # chart shows (fetched with the key: reads are protected here).
+                    await page.select_option("[data-testid=trend-range]", "7d")
+                    await page.wait_for_function(
+                        "document.querySelector('#tr-meta').textContent.includes('1h window')", timeout=10_000
+                    )
+                    href = await page.get_attribute("[data-testid=trend-csv]", "href")
+                    assert "window=1h" in href and "format=csv" in href
+                    async with page.expect_download(timeout=15_000) as download_info:
+                        await page.click("[data-testid=trend-csv]")
+                    download = await download_info.value
+                    csv_text = Path(await download.path()).read_text()
+                    assert csv_text.startswith("sensor_type,unit,window_start,window_end,count_events,")
+                    assert len(csv_text.strip().splitlines()) >= 2  # the header and the current hour
+                    await page.select_option("[data-testid=trend-range]", "1h")
+                    await page.wait_for_function(
+                        "document.querySelector('#tr-meta').textContent.includes('5m window')", timeout=10_000
+                    )
 
                     # An alert opened during the test arrives over SSE: no reload (the marker survives).
                     await page.evaluate("window.__noReload = true")

@@ -448,7 +448,8 @@ async def test_dashboard_is_served_and_needs_no_internet(client):
 async def test_openapi_documents_every_route(client):
     spec = (await client.get("/openapi.json")).json()
     expected = {
-        "/health/live", "/health/ready", "/sites", "/devices", "/devices/{device_id}", "/status/live", "/trends",
+        "/health/live", "/health/ready", "/sites", "/devices", "/devices/{device_id}", "/devices/{device_id}/readings",
+        "/status/live", "/trends",
         "/heatmap", "/alerts", "/alerts/stream", "/ingest", "/ingest/batch", "/metrics",
         "/alerts/{alert_id}", "/alerts/{alert_id}/ack", "/alerts/{alert_id}/notes",
         "/webhooks", "/webhooks/{name}", "/webhooks/deliveries", "/rules", "/rules/{rule_id}",

@@ -10,24 +10,27 @@ this by themselves) first gets every change after that id, then the live feed: n
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from telemetrypulse.access import Scope
 from telemetrypulse.api import lifecycle
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
 from telemetrypulse.api.auth import READ_ACCESS, OperateKey, auth_errors
-from telemetrypulse.api.data_access import WhereClause
+from telemetrypulse.api.csv_export import csv_response, csv_response_doc, encode_rows
+from telemetrypulse.api.data_access import Reader, WhereClause
 from telemetrypulse.api.deps import (
     DeviceIdQuery,
-    LimitQuery,
+    FormatQuery,
+    OptionalLimitQuery,
     ReaderDep,
     SensorTypeQuery,
     SinceQuery,
@@ -37,17 +40,20 @@ from telemetrypulse.api.deps import (
     ZoneIdQuery,
 )
 from telemetrypulse.api.errors import InvalidParameter, NotFound
-from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
+from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS, decode_cursor, encode_cursor
 from telemetrypulse.api.schemas import (
     AcknowledgeIn,
     Alert,
     AlertDetail,
     AlertPage,
+    AlertStatus,
     Note,
     NoteIn,
+    OutputFormat,
+    SensorType,
     Severity,
 )
-from telemetrypulse.models import from_us, iso_utc, now_us, to_us
+from telemetrypulse.models import iso_utc, now_us
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=READ_ERRORS)
 READ = {"dependencies": [READ_ACCESS], "responses": auth_errors(Scope.read)}
@@ -78,21 +84,13 @@ CursorQuery = Annotated[
 ]
 
 
-def encode_cursor(opened_at: datetime, alert_id: UUID) -> str:
-    raw = f"{to_us(opened_at)}.{alert_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        us_text, id_text = raw.split(".", 1)
-        return from_us(int(us_text)), UUID(id_text)
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise InvalidParameter("query.cursor: not a cursor returned by this API") from None
-
-
-@router.get("", response_model=AlertPage, summary="Alerts, newest first, cursor-paginated", **READ)
+@router.get(
+    "",
+    response_model=AlertPage,
+    summary="Alerts, newest first, cursor-paginated (JSON or CSV)",
+    dependencies=[READ_ACCESS],
+    responses={**auth_errors(Scope.read), **csv_response_doc("A page of alerts")},
+)
 async def list_alerts(
     reader: ReaderDep,
     status: StatusQuery = None,
@@ -104,30 +102,88 @@ async def list_alerts(
     acknowledged: AcknowledgedQuery = None,
     severity: SeverityQuery = None,
     rule: RuleKindQuery = None,
-    limit: LimitQuery = 100,
+    limit: OptionalLimitQuery = None,
     cursor: CursorQuery = None,
-) -> AlertPage:
-    """Ordered by `opened_at` then `alert_id`, both descending. `since` keeps alerts opened at or after it."""
+    format: FormatQuery = OutputFormat.json,
+) -> AlertPage | StreamingResponse:
+    """Ordered by `opened_at` then `alert_id`, both descending. `since` keeps alerts opened at or after it.
+
+    JSON: pages of `limit` alerts (default 100). `format=csv`: the same alerts, one row per alert with the JSON's
+    fields as columns, streamed — every alert after `cursor` that matches, or the first `limit` of them."""
+    filters = AlertFilters(
+        status, site_id, zone_id, device_id, sensor_type, since, acknowledged, severity, rule
+    )
+    after = decode_cursor(cursor) if cursor is not None else None
+    if format is OutputFormat.csv:
+        first = await fetch_alerts(reader, filters, after, min(limit or CSV_PAGE, CSV_PAGE))
+        return csv_response("alerts.csv", ALERT_FIELDS, alert_csv_chunks(reader, filters, first, limit))
+    page_size = limit or DEFAULT_PAGE
+    rows = await fetch_alerts(reader, filters, after, page_size + 1)
+    items = [dict(r) for r in rows[:page_size]]
+    next_cursor = (
+        encode_cursor(items[-1]["opened_at"], items[-1]["alert_id"]) if len(rows) > page_size else None
+    )
+    return AlertPage(items=items, next_cursor=next_cursor)
+
+
+DEFAULT_PAGE = 100
+CSV_PAGE = 1000  # alerts per keyset query of a CSV export
+ALERT_FIELDS = list(Alert.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilters:
+    status: AlertStatus | None
+    site_id: str | None
+    zone_id: str | None
+    device_id: str | None
+    sensor_type: SensorType | None
+    since: datetime | None
+    acknowledged: bool | None
+    severity: str | None
+    rule: str | None
+
+
+async def fetch_alerts(
+    reader: Reader, filters: AlertFilters, after: tuple[datetime, UUID] | None, count: int
+) -> list[asyncpg.Record]:
+    """Up to `count` alerts matching `filters`, newest first, after the keyset position `after`."""
     where = WhereClause()
-    where.equals("a.status", status.value if status else None).equals("a.site_id", site_id)
-    where.equals("a.zone_id", zone_id).equals("a.device_id", device_id)
-    where.equals("a.sensor_type", sensor_type.value if sensor_type else None)
-    where.equals("a.severity", severity).equals("a.rule", rule)
-    if acknowledged is not None:
-        where.add("k.alert_id IS NOT NULL" if acknowledged else "k.alert_id IS NULL")
-    if since is not None:
-        where.add("a.opened_at >= {}", since)
-    if cursor is not None:
-        opened_at, alert_id = decode_cursor(cursor)
-        where.add("(a.opened_at, a.alert_id) < ({}, {})", opened_at, alert_id)
-    rows = await reader.fetch(
+    where.equals("a.status", filters.status.value if filters.status else None).equals(
+        "a.site_id", filters.site_id
+    )
+    where.equals("a.zone_id", filters.zone_id).equals("a.device_id", filters.device_id)
+    where.equals("a.sensor_type", filters.sensor_type.value if filters.sensor_type else None)
+    where.equals("a.severity", filters.severity).equals("a.rule", filters.rule)
+    if filters.acknowledged is not None:
+        where.add("k.alert_id IS NOT NULL" if filters.acknowledged else "k.alert_id IS NULL")
+    if filters.since is not None:
+        where.add("a.opened_at >= {}", filters.since)
+    if after is not None:
+        where.add("(a.opened_at, a.alert_id) < ({}, {})", *after)
+    return await reader.fetch(
         f"SELECT {ALERT_COLUMNS} FROM {ALERT_SOURCE} {where.sql()}"
-        f" ORDER BY a.opened_at DESC, a.alert_id DESC LIMIT {where.param(limit + 1)}",
+        f" ORDER BY a.opened_at DESC, a.alert_id DESC LIMIT {where.param(count)}",
         *where.args,
     )
-    items = [dict(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(items[-1]["opened_at"], items[-1]["alert_id"]) if len(rows) > limit else None
-    return AlertPage(items=items, next_cursor=next_cursor)
+
+
+async def alert_csv_chunks(
+    reader: Reader, filters: AlertFilters, first: list[asyncpg.Record], limit: int | None
+) -> AsyncIterator[bytes]:
+    """CSV rows of `first` and of every later page (keyset: no alert twice, none skipped while alerts arrive),
+    up to `limit` alerts in all."""
+    page, left = first, limit
+    while page:
+        if left is not None:
+            page = page[:left]
+            left -= len(page)
+        alerts = [Alert.model_validate(dict(row)) for row in page]
+        yield encode_rows([[getattr(alert, name) for name in ALERT_FIELDS] for alert in alerts])
+        if len(page) < CSV_PAGE or left == 0:
+            return
+        after = (page[-1]["opened_at"], page[-1]["alert_id"])
+        page = await fetch_alerts(reader, filters, after, min(left or CSV_PAGE, CSV_PAGE))
 
 
 def resume_point(

@@ -1,12 +1,17 @@
-"""What several routers share: documented error responses, units and threshold levels."""
+"""What several routers share: documented error responses, units and threshold levels, keyset cursors."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from telemetrypulse.alerts import RULES
+from telemetrypulse.api.errors import InvalidParameter
 from telemetrypulse.api.schemas import ErrorResponse, Level, Thresholds
-from telemetrypulse.models import SENSOR_UNITS
+from telemetrypulse.models import SENSOR_UNITS, from_us, to_us
 
 INVALID = {422: {"model": ErrorResponse, "description": "A parameter is invalid (the message names it)"}}
 UNAVAILABLE = {503: {"model": ErrorResponse, "description": "PostgreSQL (or Kafka) is not reachable; retry"}}
@@ -36,3 +41,19 @@ def level_of(sensor_type: str, value: float | None) -> Level | None:
     if value > rule.resolve_at_or_below:
         return "warn"
     return "ok"
+
+
+def encode_cursor(moment: datetime, row_id: UUID) -> str:
+    """An opaque keyset position: a time and the id that breaks ties (alerts: opened_at, alert_id; readings:
+    ts_event, event_id)."""
+    raw = f"{to_us(moment)}.{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        us_text, id_text = raw.split(".", 1)
+        return from_us(int(us_text)), UUID(id_text)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise InvalidParameter("query.cursor: not a cursor returned by this API") from None

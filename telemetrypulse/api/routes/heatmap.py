@@ -25,8 +25,6 @@ router = APIRouter(
     responses={**READ_ERRORS, **auth_errors(Scope.read)},
 )
 
-ZONE_VIEWS = {WindowSize.five_minutes: "telemetry_agg_5m", WindowSize.fifteen_minutes: "telemetry_agg_15m"}
-
 
 @router.get("", response_model=Heatmap, summary="Site × zone matrix of one sensor in one window")
 async def get_heatmap(
@@ -49,8 +47,8 @@ async def get_heatmap(
     cells_by_key: dict[tuple[str, str], dict] = {}
     if window_start is not None:
         rows = await reader.fetch(
-            f"SELECT site_id, zone_id, count_events, avg_value, min_value, max_value, device_count"
-            f" FROM {ZONE_VIEWS[window]} WHERE sensor_type = $1 AND window_start = $2",
+            f"SELECT site_id, zone_id, count_events, avg_value, min_value, max_value, stddev_value, device_count"
+            f" FROM {window.zone_view} WHERE sensor_type = $1 AND window_start = $2",
             sensor,
             window_start,
         )

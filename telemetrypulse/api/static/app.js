@@ -8,7 +8,14 @@ const REFRESH_MS = 5000;
 const LISTS_REFRESH_MS = 30000;
 const MAX_ALERTS = 200;
 const SENSORS = ["co2", "temperature", "humidity", "occupancy"];
-const WINDOWS = ["5m", "15m"];
+const WINDOWS = ["5m", "15m", "1h", "1d"];
+// Trend ranges, each with the window size that fits it: 12 to 168 points, never more than the chart is wide.
+const RANGES = [
+  { value: "1h", label: "1 h", ms: 3600e3, window: "5m" },
+  { value: "24h", label: "24 h", ms: 86400e3, window: "15m" },
+  { value: "7d", label: "7 d", ms: 7 * 86400e3, window: "1h" },
+  { value: "30d", label: "30 d", ms: 30 * 86400e3, window: "1d" },
+];
 const DECIMALS = { co2: 0, temperature: 1, humidity: 1, occupancy: 0 };
 // SPEC §5 thresholds; the heatmap response carries them too, trends do not.
 const THRESHOLDS = {
@@ -142,6 +149,10 @@ function hhmm(iso) {
   return iso ? iso.slice(11, 16) : "";
 }
 
+function mmdd(iso) {
+  return iso ? iso.slice(5, 10) : "";
+}
+
 function shortTime(iso) {
   return iso ? `${iso.slice(5, 10)} ${iso.slice(11, 19)}Z` : "";
 }
@@ -257,9 +268,21 @@ function selectZone(site, zone, sensor) {
 }
 
 // ---------- trends ----------
+function trendRange() {
+  return RANGES.find((r) => r.value === $("tr-range").value) || RANGES[0];
+}
+
+// The chosen range, ending now, in the window size that fits it.
 function trendQuery() {
   const scope = $("tr-scope").value;
-  const params = new URLSearchParams({ sensor_type: $("tr-sensor").value, window: $("tr-window").value });
+  const range = trendRange();
+  const end = new Date();
+  const params = new URLSearchParams({
+    sensor_type: $("tr-sensor").value,
+    window: range.window,
+    start: new Date(end.getTime() - range.ms).toISOString(),
+    end: end.toISOString(),
+  });
   if (scope === "zone" || scope === "site") {
     if (!$("tr-site").value) return null;
     params.set("site_id", $("tr-site").value);
@@ -277,6 +300,7 @@ function trendQuery() {
 
 async function refreshTrends() {
   const params = trendQuery();
+  updateDownloads(params);
   if (!params) {
     drawTrend($("trend-chart"), null, $("tr-sensor").value);
     return;
@@ -285,14 +309,53 @@ async function refreshTrends() {
     const data = await api(`/trends?${params}`);
     const series = data.series[0] || null;
     const points = series ? series.points.length : 0;
-    $("tr-meta").textContent = `${points} window${points === 1 ? "" : "s"} · ${shortTime(data.start)} → ${shortTime(data.end)}`;
-    drawTrend($("trend-chart"), series, $("tr-sensor").value);
+    $("tr-meta").textContent = `${points} × ${data.window} window${points === 1 ? "" : "s"} · ${shortTime(data.start)} → ${shortTime(data.end)}`;
+    const span = [Date.parse(data.start), Date.parse(data.end)];
+    drawTrend($("trend-chart"), series, $("tr-sensor").value, trendRange().ms > 86400e3 ? mmdd : hhmm, span);
   } catch (error) {
     $("tr-meta").textContent = `trends unavailable: ${error.message}`;
   }
 }
 
-function drawTrend(chart, series, sensor) {
+// The CSV links follow what the chart shows: its trend, and (device scope) the device's raw readings of the range.
+function updateDownloads(params) {
+  const trends = $("tr-csv");
+  const readings = $("tr-readings-csv");
+  trends.hidden = !params;
+  readings.hidden = !params || $("tr-scope").value !== "device";
+  if (!params) return;
+  const csv = new URLSearchParams(params);
+  csv.set("format", "csv");
+  trends.href = `/trends?${csv}`;
+  trends.setAttribute("download", `trends-${csv.get("window")}-${csv.get("sensor_type")}.csv`);
+  const device = $("tr-device").value;
+  const raw = new URLSearchParams({ sensor_type: csv.get("sensor_type"), start: csv.get("start"), end: csv.get("end"), format: "csv" });
+  readings.href = `/devices/${encodeURIComponent(device)}/readings?${raw}`;
+  readings.setAttribute("download", `readings-${device}-${csv.get("sensor_type")}.csv`);
+}
+
+// A plain link downloads when reads are open; with a key the file is fetched with it (a link cannot send a
+// header) and handed to the browser as a blob.
+async function downloadWithKey(event) {
+  if (!state.key) return;
+  event.preventDefault();
+  const link = event.currentTarget;
+  try {
+    const response = await fetch(link.href, { headers: authHeaders({ Accept: "text/csv" }) });
+    if (!response.ok) throw new ApiError(response.status, response.statusText);
+    const url = URL.createObjectURL(await response.blob());
+    const save = el("a", { href: url, download: link.getAttribute("download") });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    $("tr-meta").textContent = `download failed: ${error.message}`;
+  }
+}
+
+// `span`: [start, end] in ms to lay the x axis over (the chosen range), else the points' own extent.
+function drawTrend(chart, series, sensor, tickLabel = hhmm, span = null) {
   chart.replaceChildren();
   const W = 900, H = 260, L = 52, R = 12, T = 12, B = 26;
   if (!series || !series.points.length) {
@@ -310,7 +373,8 @@ function drawTrend(chart, series, sensor) {
   if (hi === lo) { hi += 1; lo -= 1; }
   const pad = (hi - lo) * 0.05;
   lo -= pad; hi += pad;
-  const x0 = xs[0], x1 = xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
+  const x0 = span ? span[0] : xs[0];
+  const x1 = span ? span[1] : xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => T + (1 - (y - lo) / (hi - lo)) * (H - T - B);
 
@@ -321,12 +385,13 @@ function drawTrend(chart, series, sensor) {
     label.textContent = fmt(v, sensor);
     chart.append(label);
   }
-  const ticks = Math.min(6, xs.length);
+  const ticks = span ? 6 : Math.min(6, xs.length);
   for (let i = 0; i < ticks; i++) {
     const idx = Math.round((i * (xs.length - 1)) / Math.max(1, ticks - 1));
+    const at = span ? x0 + ((x1 - x0) * i) / (ticks - 1) : xs[idx];
     const anchor = ticks > 1 && i === 0 ? "start" : ticks > 1 && i === ticks - 1 ? "end" : "middle";
-    const label = svg("text", { x: sx(xs[idx]), y: H - 8, "text-anchor": anchor });
-    label.textContent = hhmm(pts[idx].window_start);
+    const label = svg("text", { x: sx(at), y: H - 8, "text-anchor": anchor });
+    label.textContent = tickLabel(new Date(at).toISOString());
     chart.append(label);
   }
   chart.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
@@ -794,9 +859,10 @@ async function main() {
   fillSelect($("hm-sensor"), SENSORS);
   fillSelect($("tr-sensor"), SENSORS);
   fillSelect($("hm-window"), WINDOWS);
-  fillSelect($("tr-window"), WINDOWS);
+  fillSelect($("tr-range"), RANGES.map((r) => r.value), RANGES.map((r) => `${r.label} (${r.window} windows)`));
   for (const id of ["hm-sensor", "hm-window", "hm-metric"]) $(id).addEventListener("change", refreshHeatmap);
-  for (const id of ["tr-zone", "tr-device", "tr-sensor", "tr-window"]) $(id).addEventListener("change", refreshTrends);
+  for (const id of ["tr-zone", "tr-device", "tr-sensor", "tr-range"]) $(id).addEventListener("change", refreshTrends);
+  for (const id of ["tr-csv", "tr-readings-csv"]) $(id).addEventListener("click", downloadWithKey);
   $("tr-site").addEventListener("change", () => { updateZoneOptions(); refreshTrends(); });
   $("tr-scope").addEventListener("change", () => { updateScopeVisibility(); refreshTrends(); });
   $("dev-select").addEventListener("change", () => { state.device = $("dev-select").value || null; refreshDevice(); });

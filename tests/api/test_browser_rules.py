@@ -63,7 +63,7 @@ async def test_severities_stale_sensors_and_rules_on_the_dashboard(stack, migrat
                     page = await browser.new_page(viewport={"width": 1400, "height": 1600})
                     errors: list[str] = []
                     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                    await page.goto(api.base_url + "/")
+                    await page.goto(api.url + "/")
                     alerts = page.locator("[data-testid=alerts] li")
                     await alerts.first.wait_for(timeout=20_000)
                     assert sorted(await page.locator("[data-testid=alerts] [data-testid=severity]").all_inner_texts()) == [
@@ -127,7 +127,7 @@ async def test_severities_stale_sensors_and_rules_on_the_dashboard(stack, migrat
                     await page.screenshot(path=str(TEST_OUTPUT / "dashboard-rules.png"), full_page=True)
                 finally:
                     await browser.close()
-            async with httpx.AsyncClient(base_url=api.base_url, headers={"X-API-Key": ADMIN_KEY}) as http:
+            async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": ADMIN_KEY}) as http:
                 detail = (await http.get("/rules/cold-low")).json()
             assert [
                 (v["enabled"], v["direction"], v["open_at"], v["resolve_at"]) for v in detail["versions"]

@@ -1,4 +1,5 @@
-"""`python -m bench.state_alone [--repeats 3] [--batches 150]`: the CPU cost of `state.PartitionState` alone.
+"""`python -m bench.state_alone [--repeats 3] [--batches 150] [--stale-after-s 900]`: the CPU cost of
+`state.PartitionState` alone, with the default alert rules and stale sensors as the worker runs them.
 
 Per scenario, on 4,000-event batches of simulator data (`telemetrypulse.simulator`, each device every 10 s of event
 time, all devices in one partition state):
@@ -129,9 +130,9 @@ class Run:
     windows_kept: int
 
 
-def run_once(scenario: Scenario, measured_batches: int, seed: int) -> Run:
+def run_once(scenario: Scenario, measured_batches: int, seed: int, stale_after_s: int = 900) -> Run:
     stream = Stream(scenario, seed)
-    state = PartitionState(0, GRACE_S)
+    state = PartitionState(0, GRACE_S, stale_after_s=stale_after_s)
     first_ts = None
     # Warm-up: the state reaches its steady size (ids over the grace horizon, windows until final).
     while True:
@@ -165,7 +166,7 @@ def run_once(scenario: Scenario, measured_batches: int, seed: int) -> Run:
             table.update(records)
     table.update(state.snapshot())
     started = time.process_time()
-    PartitionState(0, GRACE_S).load(table.items())
+    PartitionState(0, GRACE_S, stale_after_s=stale_after_s).load(table.items())
     load_us = (time.process_time() - started) * 1e6 / max(1, len(table) - 1)
     return Run(
         apply_us=statistics.median(apply_costs),
@@ -180,12 +181,12 @@ def run_once(scenario: Scenario, measured_batches: int, seed: int) -> Run:
     )
 
 
-def small_slices(sizes: tuple[int, ...], seed: int) -> dict[int, float]:
+def small_slices(sizes: tuple[int, ...], seed: int, stale_after_s: int = 900) -> dict[int, float]:
     """Median CPU µs per `apply` call for slices of each size (45 devices, warmed up): the fixed cost per call."""
     out = {}
     for size in sizes:
         stream = Stream(SCENARIOS[0], seed, batch=size)
-        state = PartitionState(0, GRACE_S)
+        state = PartitionState(0, GRACE_S, stale_after_s=stale_after_s)
         costs = []
         for k in range(max(400, 8_000 // size)):
             batch, offsets, ingest, last = stream.next_batch()
@@ -212,10 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         "--slices", default="1,10,100,1000", help="slice sizes of the fixed-cost table ('' for none)"
     )
     parser.add_argument("--seed", type=int, default=20240501)
+    parser.add_argument(
+        "--stale-after-s", type=int, default=900, help="STALE_AFTER_S of the state (default 900; 0: off)"
+    )
     args = parser.parse_args(argv)
     chosen = [SCENARIOS[int(i)] for i in args.scenarios.split(",")]
     print(
-        f"PartitionState alone: {BATCH}-event batches, grace {GRACE_S} s, median of {args.repeats} runs (range)"
+        f"PartitionState alone: {BATCH}-event batches, grace {GRACE_S} s, stale after {args.stale_after_s} s, "
+        f"median of {args.repeats} runs (range)"
     )
     header = (
         "| scenario | apply CPU µs/event (median batch) | p90 batch | snapshot µs/record | bytes/record "
@@ -224,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for scenario in chosen:
-        runs = [run_once(scenario, args.batches, args.seed + r) for r in range(args.repeats)]
+        runs = [
+            run_once(scenario, args.batches, args.seed + r, args.stale_after_s) for r in range(args.repeats)
+        ]
         print(
             f"| {scenario.name} | {_span([r.apply_us for r in runs])} | {_span([r.apply_p90_us for r in runs])} "
             f"| {_span([r.snapshot_us_per_record for r in runs])} | {statistics.median(r.record_bytes for r in runs):,.0f} "
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.slices:
         sizes = tuple(int(s) for s in args.slices.split(","))
-        runs = [small_slices(sizes, args.seed + r) for r in range(args.repeats)]
+        runs = [small_slices(sizes, args.seed + r, args.stale_after_s) for r in range(args.repeats)]
         print("\nSmaller slices (45 devices): median CPU µs per apply call, and per event")
         print("| events per slice | µs per call | µs per event |\n|---|---|---|")
         for size in sizes:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 
@@ -14,6 +15,7 @@ from faust.exceptions import AlreadyConfiguredWarning
 
 from telemetrypulse import db
 from telemetrypulse.exceptions import SettingsError
+from telemetrypulse.rule_feed import RuleFeed
 from telemetrypulse.settings import Settings, get_settings, kafka_ssl_context
 from telemetrypulse.transport import PipelineTransport
 
@@ -68,10 +70,31 @@ class PipelineApp(faust.App):
 
         await ensure_pipeline_topics(settings)
         await ensure_changelog_topics(settings)
+        # Every rule version the topic holds now, before the consumer starts: no event is judged without them.
+        await self.rule_feed.start()
+        # The worker writes nothing to PostgreSQL (the sink does): it must start and alert while the database is
+        # away (SPEC §9), so the migrations wait for the database in the background.
+        self._migrations = asyncio.ensure_future(_migrate_when_reachable())
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.rule_feed.close()
+        migrations = getattr(self, "_migrations", None)
+        if migrations is not None and not migrations.done():
+            migrations.cancel()
+
+
+async def _migrate_when_reachable() -> None:
+    try:
         await db.wait_for_database(settings.dsn)
         applied = await db.migrate(settings.dsn)
-        if applied:
-            log.info("applied migrations %s", applied)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # the sink and the API apply them too; the worker does not depend on them
+        log.warning("migrations not applied by the worker: %s", e)
+        return
+    if applied:
+        log.info("applied migrations %s", applied)
 
 
 def create_app(settings: Settings) -> PipelineApp:
@@ -107,6 +130,8 @@ def create_app(settings: Settings) -> PipelineApp:
     app.batch_handlers = {}
     app.replay_starts = {}
     app.events_processor = None
+    # The alert rules (SPEC §9), followed from the rules topic; agents.process judges events by them.
+    app.rule_feed = RuleFeed(settings)
     return app
 
 

@@ -67,8 +67,14 @@ MAX_RECORD_BYTES = 900 * 1024
 
 
 class AlertRow(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """An alert episode as PostgreSQL keeps it (SPEC §5): written at open, at resolve, and when the peak moves
-    while open. Times are ISO-8601 UTC, as on the alerts topic."""
+    """An alert episode as PostgreSQL keeps it (SPEC §5, §9): written at open, at resolve, and when the peak moves
+    while open. Times are ISO-8601 UTC, as on the alerts topic.
+
+    Schema evolution: fields are encoded by name (a msgpack map), so a field is only ever added, with a default,
+    at the end. A record from an older worker then decodes with the default (`rule_id` None, `severity`
+    "warning": what a threshold alert was before run-time rules), and an older sink reading a newer record
+    ignores the fields it does not know (msgspec skips unknown fields) — workers and sinks can be upgraded in
+    either order."""
 
     alert_id: str
     status: str  # "open" | "resolved"
@@ -85,6 +91,8 @@ class AlertRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     resolved_at: str | None = None
     event_id: str
     resolved_event_id: str | None = None
+    rule_id: str | None = None  # the run-time rule that opened it (SPEC §9); None for stale-sensor alerts
+    severity: str = "warning"  # info | warning | critical
 
 
 class ChangesRecord(msgspec.Struct, kw_only=True):

@@ -18,9 +18,14 @@ MAX_REPLICATION_FACTOR = 3
 
 
 async def ensure_topics(
-    settings: Settings, names: list[str], partitions: int, *, timeout_s: float = 30.0
+    settings: Settings,
+    names: list[str],
+    partitions: int,
+    *,
+    timeout_s: float = 30.0,
+    configs: dict[str, str] | None = None,
 ) -> None:
-    """Create each topic in `names` that does not exist yet, with `partitions` partitions.
+    """Create each topic in `names` that does not exist yet, with `partitions` partitions (and topic `configs`).
 
     Existing topics are left as they are (a different partition count is only logged: repartitioning a keyed
     topic would move devices between partitions). Returns once every topic is visible in the cluster metadata,
@@ -41,7 +46,12 @@ async def ensure_topics(
             replication = max(1, min(MAX_REPLICATION_FACTOR, len(brokers)))
             response = await admin.create_topics(
                 [
-                    NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                    NewTopic(
+                        name,
+                        num_partitions=partitions,
+                        replication_factor=replication,
+                        topic_configs=dict(configs or {}),
+                    )
                     for name in missing
                 ]
             )

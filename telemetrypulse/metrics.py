@@ -34,6 +34,21 @@ SINK_UNDECODABLE = Counter(
 CONSUMER_LAG = Gauge(
     "telemetrypulse_consumer_lag", "Messages between the committed offset and the end", ["topic", "partition"]
 )
+RULES_REVISION = Gauge(
+    "telemetrypulse_rules_revision", "Rule revision the worker has read from the rules topic"
+)
+RULE_VERSIONS_SKIPPED = Counter(
+    "telemetrypulse_rule_versions_skipped_total",
+    "Messages of the rules topic that were not valid rule versions",
+)
+PARTITION_RULES_REVISION = Gauge(
+    "telemetrypulse_partition_rules_revision",
+    "Rule revision each events partition is judged by",
+    ["partition"],
+)
+STALE_BY_CLOCK = Counter(
+    "telemetrypulse_stale_by_clock_total", "Stale episodes raised by the clock for a silent live partition"
+)
 RETENTION_RUNS = Counter(
     "telemetrypulse_retention_runs_total",
     "Retention runs by outcome: done, failed (retried a minute later), skipped (another worker's run)",

@@ -37,6 +37,11 @@ class InternalNames:
         return f"{self.app_id}-{PARTITION_STATE_TABLE}-changelog"
 
     @property
+    def rules_topic(self) -> str:
+        """The alert rule versions (rules.RuleVersion), one partition, compacted (rule_feed.RULES_TOPIC_CONFIG)."""
+        return f"{self.app_id}-rules"
+
+    @property
     def sink_group(self) -> str:
         """The PostgreSQL sink's consumer group (its positions live in `sink_offsets` under this name)."""
         return f"{self.app_id}-sink"

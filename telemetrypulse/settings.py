@@ -53,6 +53,8 @@ class Settings(BaseSettings):
 
     events_per_second: float = Field(5.0, gt=0)
     window_grace_s: int = Field(300, ge=0, le=7 * 24 * 3600)
+    # SPEC §9: a (device, sensor) is stale once its partition's watermark passes its last reading by more; 0 = off.
+    stale_after_s: int = Field(900, ge=0, le=30 * 24 * 3600)
 
     api_key: SecretStr | None = None
     # `name:secret:scope[+scope…]`, comma-separated (SPEC §10); parsed by access.parse_api_keys.
@@ -201,6 +203,12 @@ class Settings(BaseSettings):
     def topic_changes(self) -> str:
         """The worker's change records for the sink (internal: named by APP_ID)."""
         return self.names.changes_topic
+
+    @property
+    def topic_rules(self) -> str:
+        """The alert rule versions (SPEC §9): internal, named by APP_ID — a deployment's rules belong with its
+        database's rule history, so two deployments sharing a cluster must not share them."""
+        return self.names.rules_topic
 
     @property
     def sink_group(self) -> str:

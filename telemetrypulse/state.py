@@ -2,9 +2,11 @@
 
 `PartitionState` keeps, in memory and as numpy columns, everything the devices of one partition carry from batch to
 batch: per device the fence (source offset of the last event applied) and the watermark; the accepted event ids
-still inside the grace horizon; the open windows; the latest value per sensor; the open alert episodes. `apply`
-runs a whole batch at once; `snapshot` gives the records to store (one per device changed since the last snapshot,
-then one for the partition) and `load` rebuilds the state from such records.
+still inside the grace horizon; the open windows; the latest value per sensor; the alert episodes (threshold
+episodes per direction, open or pending, and stale ones). Per partition: its watermark and newest record time
+(stale.py), and the rule revision its events are judged by. `apply` runs a whole batch at once; `snapshot` gives
+the records to store (one per device changed since the last snapshot, then one for the partition) and `load`
+rebuilds the state from such records.
 
 Exactness rests on three invariants:
 - Per device, events are judged in source-offset order against the state left by the events before them, so the
@@ -15,6 +17,9 @@ Exactness rests on three invariants:
   a different grouping would make a window's sum depend on the batch cuts (and differ after a replay).
 - What a snapshot stores is a function of the events applied, not of how or when they were applied: forgotten ids
   and final windows, which may linger in memory until the next compaction, are never written.
+- The rules in force change only at a snapshot (`snapshot(next_rules=…)`), and the snapshot records their revision:
+  a restart replays the events after a snapshot with the rules the first run used for them, so a rule change can
+  never make a replay disagree with what was published.
 
 Pure logic: numpy, msgspec and the project's pure modules; no Faust, Kafka or database.
 """
@@ -22,23 +27,27 @@ Pure logic: numpy, msgspec and the project's pure modules; no Faust, Kafka or da
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
 
-from telemetrypulse import alerts
+from telemetrypulse import alerts, stale
+from telemetrypulse.alerts import ABOVE, BELOW, KINDS, STALE, Reading
 from telemetrypulse.changes import LATEST_ROW, RAW_ROW, SENSORS, WINDOW_ROW, AlertRow
 from telemetrypulse.decode import DecodedBatch
-from telemetrypulse.models import Event
+from telemetrypulse.rules import RuleSet, default_rules
 from telemetrypulse.windows import WINDOW_SIZES_S
 
 PARTITION_KEY = b"\x00partition"  # a device_id never starts with a NUL byte (SPEC §3: [A-Za-z0-9._-])
-RECORD_FORMAT = 1
+# 2: run-time rules — episodes of both directions, pending ones and stale ones; the place of each latest value, the
+# stale episodes raised; per partition its newest record time and rule revision. Format 1 records load as before.
+RECORD_FORMAT = 2
 
 US = 1_000_000
-NONE_TS = np.iinfo(np.int64).min  # "no watermark" / "no latest value": below every representable ts_event
+NONE_TS = stale.NONE_TS  # "no watermark" / "no latest value": below every representable ts_event
+NO_FLOOR = np.iinfo(np.int64).max
 SENSOR_COUNT = len(SENSORS)
 
 # Event statuses, per event of a batch.
@@ -101,7 +110,10 @@ class DeviceRecord(msgspec.Struct, array_like=True):
     id_age: bytes
     windows: bytes  # RECORD_WINDOW rows: the windows not yet final
     latest: bytes  # RECORD_LATEST rows
-    episodes: list[dict]  # open alert episodes, as alerts.py keeps them
+    episodes: list[dict]  # alert episodes (open, pending, stale), as alerts.py keeps them
+    # Trailing fields (format 2), absent from format 1 records. (site_id, zone_id) of each latest row, in order.
+    latest_places: list[tuple[str, str]] = []
+    stale_raised: int = 0  # bit s: a stale episode was raised for sensor s's current latest reading
 
     def id_list(self) -> list[bytes]:
         return [self.ids[i : i + 16] for i in range(0, len(self.ids), 16)]
@@ -124,6 +136,8 @@ class DeviceRecord(msgspec.Struct, array_like=True):
 class _PartitionRecord(msgspec.Struct, array_like=True):
     format: int
     snapshot_offset: int
+    record_max: int | None = None  # the newest Kafka record time of an accepted event (stale.py)
+    rules_revision: int = 0  # the rules the events after snapshot_offset are judged by (0: the defaults)
 
 
 class _Fenced(msgspec.Struct, array_like=True):
@@ -147,6 +161,14 @@ def record_fence(value: bytes) -> int:
     """The fence of a stored device record, or the snapshot offset of a partition record: of two versions of one
     key, the one with the higher value is the newer."""
     return _fenced_decoder.decode(value).fence
+
+
+def stored_rules_revision(records: Iterable[tuple[bytes, bytes]]) -> int:
+    """The rule revision a stored partition state is judged by (0 without a partition record)."""
+    for key, value in records:
+        if key == PARTITION_KEY:
+            return _partition_decoder.decode(value).rules_revision
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,17 +508,69 @@ class _Accepted:
     ids: np.ndarray
     sensor: np.ndarray  # int64 sensor code
     value: np.ndarray
+    record: np.ndarray  # Kafka record time (µs)
+
+
+class _Outputs:
+    """Alert messages and rows of one batch, each with a sort key (source offset, step, sequence): they are
+    published in the order the events that caused them were applied, whatever order they were computed in."""
+
+    BEFORE, AT, AFTER = 0, 1, 2  # a stale check before an event, the event itself, the check after it
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[tuple, dict]] = []
+        self.rows: list[tuple[tuple, dict]] = []
+        self.opened = 0
+        self.resolved = 0
+
+    def message(self, key: tuple, message: dict) -> None:
+        if message["status"] == "open":
+            self.opened += 1
+        else:
+            self.resolved += 1
+        self.messages.append((key, message))
+        self.rows.append((key, message))
+
+    def row(self, key: tuple, row: dict) -> None:
+        self.rows.append((key, row))
+
+    def into(self, result: BatchResult, emit: bool) -> None:
+        result.alerts_opened += self.opened
+        result.alerts_resolved += self.resolved
+        if not emit:
+            return
+        self.messages.sort(key=lambda item: item[0])
+        self.rows.sort(key=lambda item: item[0])
+        result.alert_messages.extend(m for _, m in self.messages)
+        latest_state: dict[str, dict] = {}
+        for _, row in self.rows:
+            latest_state[row["alert_id"]] = row
+        result.alert_rows.extend(AlertRow(**row) for row in latest_state.values())
 
 
 class PartitionState:
-    """Everything the devices of one source partition carry from batch to batch (see the module docstring)."""
+    """Everything the devices of one source partition carry from batch to batch (see the module docstring).
 
-    def __init__(self, partition: int, grace_s: int) -> None:
+    `rules`: the rule set the events are judged by (default: the three default rules); `stale_after_s` > 0 turns
+    on stale sensors (SPEC §9)."""
+
+    def __init__(
+        self, partition: int, grace_s: int, *, rules: RuleSet | None = None, stale_after_s: int = 0
+    ) -> None:
         self.partition = partition
         self.grace_us = int(grace_s) * US
+        self.rules = rules if rules is not None else default_rules()
+        self.stale_after_s = int(stale_after_s)
+        self.stale_us = self.stale_after_s * US
+        # A partition is live while its data reaches Kafka within the grace of its event time (stale.py).
+        self.live_lag_us = self.grace_us
         self.snapshot_offset = -1  # the source offset up to which the stored snapshot is complete
         self.last_offset = -1  # highest source offset applied (valid, invalid or skipped alike)
         self._reset()
+
+    @property
+    def rules_revision(self) -> int:
+        return self.rules.revision
 
     def _reset(self) -> None:
         self._names: list[str] = []
@@ -508,10 +582,21 @@ class PartitionState:
         self._latest_value = np.empty((0, SENSOR_COUNT), np.float64)
         self._latest_id = np.empty((0, SENSOR_COUNT), "V16")
         self._latest_version = np.empty((0, SENSOR_COUNT), np.int64)
-        self._episode_open = np.empty((0, SENSOR_COUNT), bool)
-        self._episodes: dict[tuple[int, int], dict] = {}
+        # (device_id, site_id, zone_id) of the reading that set each latest value (a stale alert names its place).
+        self._latest_dims = np.empty((0, SENSOR_COUNT), object)
+        # Threshold episodes open or pending, per direction: the batch engine walks only where one is, or may start.
+        self._episode_active = np.empty((0, SENSOR_COUNT, 2), bool)
+        self._stale_raised = np.empty((0, SENSOR_COUNT), bool)  # raised for the current latest reading
+        self._stale_open = np.empty((0, SENSOR_COUNT), bool)
+        self._episodes: dict[tuple[int, int, int], dict] = {}  # (device, sensor, kind) -> episode
         self._ids = _IdStore()
         self._windows = _WindowStore()
+        self.partition_watermark = NONE_TS  # greatest ts_event accepted in the partition
+        self.record_max = NONE_TS  # newest Kafka record time of an accepted event
+        # A lower bound of the ts of every latest value with no stale episode raised yet: while the watermark
+        # stays within stale_after of it, nothing can turn stale and the whole arrays need not be looked at.
+        self._stale_floor = NO_FLOOR
+        self._floor_stale = False  # a look at every sensor raised episodes: compute the floor anew
 
     def device_count(self) -> int:
         return len(self._names)
@@ -554,10 +639,12 @@ class PartitionState:
         self._latest_value = extend(self._latest_value, 0.0)
         self._latest_id = extend(self._latest_id, b"\x00" * 16)
         self._latest_version = extend(self._latest_version, -1)
-        self._episode_open = extend(self._episode_open, False)
+        self._latest_dims = extend(self._latest_dims, None)
+        self._episode_active = extend(self._episode_active, False)
+        self._stale_raised = extend(self._stale_raised, False)
+        self._stale_open = extend(self._stale_open, False)
 
     # -- one batch -------------------------------------------------------------------------------------------
-
     def apply(
         self,
         batch: DecodedBatch,
@@ -624,6 +711,7 @@ class PartitionState:
             ids=ids[accepted],
             sensor=batch.sensor[position[accepted]].astype(np.int64),
             value=batch.value[position[accepted]],
+            record=np.asarray(ingest_us, np.int64)[position[accepted]],
         )
         windows = latest = None
         if len(acc.dev):
@@ -634,8 +722,16 @@ class PartitionState:
             )
             self._ids.add(id_key[accepted], acc.ids, acc.ts, self._watermark, self.grace_us)
             windows = self._windows.fold(acc.dev, acc.sensor, acc.ts, acc.value, acc.offset, self.grace_us)
-            latest = self._update_latest(acc)
-            self._step_alerts(batch, result, acc, emit)
+            outputs = _Outputs()
+            self._step_alerts(batch, acc, outputs)
+            # Stale episodes are judged against the latest values as they were before the batch: first.
+            walked = self._step_stale(batch, acc, outputs) if self.stale_us else None
+            latest = self._update_latest(batch, acc)
+            if walked is not None:
+                self._settle_stale(acc, latest, walked)
+            self.partition_watermark = max(self.partition_watermark, int(acc.ts.max()))
+            self.record_max = max(self.record_max, int(acc.record.max()))
+            outputs.into(result, emit)
         if emit:
             self._emit_rows(batch, result, position, status, ingest_us, acc, windows, latest)
         # Only now: a compaction moves the windows whose positions the rows above were read from.
@@ -715,7 +811,7 @@ class PartitionState:
                     watermark = t
         return out
 
-    def _update_latest(self, acc: _Accepted) -> np.ndarray:
+    def _update_latest(self, batch: DecodedBatch, acc: _Accepted) -> np.ndarray:
         """Latest value per (device, sensor): greatest ts_event, a tie to the later offset. Returns the indices (into
         the accepted events) of the events that became latest."""
         group_key = acc.dev * SENSOR_COUNT + acc.sensor
@@ -728,58 +824,213 @@ class PartitionState:
         self._latest_value[d, s] = acc.value[best]
         self._latest_id[d, s] = acc.ids[best]
         self._latest_version[d, s] = acc.offset[best]
+        self._latest_dims[d, s] = _dims_array(batch)[batch.dim[acc.position[best]]]
         return best
 
-    def _step_alerts(self, batch: DecodedBatch, result: BatchResult, acc: _Accepted, emit: bool) -> None:
-        """Alert episodes (alerts.step), walked only over the (device, sensor) groups where one is open or a
-        reading could open one."""
-        dev, sensor, value, off, position = acc.dev, acc.sensor, acc.value, acc.offset, acc.position
-        may = alerts.may_change_episode(sensor, value, self._episode_open[dev, sensor])
-        if not may.any():
+    def _step_alerts(self, batch: DecodedBatch, acc: _Accepted, outputs: _Outputs) -> None:
+        """Threshold episodes (alerts.step) under the rules in force, walked only over the (device, sensor) groups
+        and directions where an episode is open or pending, or a reading could violate some enabled rule."""
+        rules = self.rules
+        dev, sensor, value = acc.dev, acc.sensor, acc.value
+        up = self._episode_active[dev, sensor, ABOVE] | (value > rules.open_above_bound[sensor])
+        down = self._episode_active[dev, sensor, BELOW] | (value < rules.open_below_bound[sensor])
+        if not (up.any() or down.any()):
             return
         group_key = dev * SENSOR_COUNT + sensor
-        walk = np.flatnonzero(np.isin(group_key, np.unique(group_key[may])))
-        walk = walk[np.lexsort((off[walk], group_key[walk]))]
-        changes: list[tuple[int, dict]] = []
-        messages: list[tuple[int, dict]] = []
-        for i in walk.tolist():
-            d, s = int(dev[i]), int(sensor[i])
-            p = int(position[i])
-            device_id, site_id, zone_id = batch.dims[batch.dim[p]]
-            event = Event(
-                _uuid_text(batch.event_id[p]),
-                device_id,
-                site_id,
-                zone_id,
-                SENSORS[s],
-                float(value[i]),
-                int(batch.ts_us[p]),
-                None,
-            )
-            episode, message, peak_moved = alerts.step(self._episodes.get((d, s)), event, site_id, zone_id)
-            if episode is None:
-                self._episodes.pop((d, s), None)
-            else:
-                self._episodes[(d, s)] = episode
-            self._episode_open[d, s] = episode is not None
-            if message is not None:
-                if message["status"] == "open":
-                    result.alerts_opened += 1
+        up_groups, down_groups = np.unique(group_key[up]), np.unique(group_key[down])
+        walk = np.flatnonzero(np.isin(group_key, np.union1d(up_groups, down_groups)))
+        walk = walk[
+            np.argsort(group_key[walk], kind="stable")
+        ]  # by device and offset already: offsets stay in order
+        directions = {}
+        for kind, groups in ((ABOVE, up_groups), (BELOW, down_groups)):
+            for g in groups.tolist():
+                directions[g] = (*directions.get(g, ()), kind)
+        dims, dim = batch.dims, batch.dim
+        columns = (group_key[walk], acc.position[walk], value[walk], acc.ts[walk], acc.offset[walk])
+        for i, g, p, v, t, o in zip(walk.tolist(), *(c.tolist() for c in columns), strict=True):
+            d, s = divmod(g, SENSOR_COUNT)
+            device_id, site_id, zone_id = dims[dim[p]]
+            reading = Reading(_uuid_text(acc.ids[i]), device_id, site_id, zone_id, SENSORS[s], v, t)
+            for kind in directions[g]:
+                above = kind == ABOVE
+                rule = rules.applicable(device_id, site_id, zone_id, s, above, t)
+                key = (d, s, kind)
+                episode, message, peak_moved = alerts.step(self._episodes.get(key), reading, rule, above)
+                if episode is None:
+                    self._episodes.pop(key, None)
                 else:
-                    result.alerts_resolved += 1
-                if emit:
-                    messages.append((int(off[i]), message))
-                    changes.append((int(off[i]), message))
-            elif peak_moved and emit:
-                changes.append((int(off[i]), dict(episode)))
-        if emit:
-            messages.sort(key=lambda item: item[0])
-            changes.sort(key=lambda item: item[0])
-            result.alert_messages.extend(m for _, m in messages)
-            latest_state: dict[str, dict] = {}
-            for _, row in changes:
-                latest_state[row["alert_id"]] = row
-            result.alert_rows.extend(AlertRow(**row) for row in latest_state.values())
+                    self._episodes[key] = episode
+                self._episode_active[d, s, kind] = episode is not None
+                if message is not None:
+                    outputs.message((o, _Outputs.AT, kind), message)
+                elif peak_moved:
+                    outputs.row((o, _Outputs.AT, kind), dict(episode))
+
+    # -- stale sensors (stale.py) ----------------------------------------------------------------------------
+
+    def _step_stale(
+        self, batch: DecodedBatch, acc: _Accepted, outputs: _Outputs
+    ) -> dict[tuple[int, int], bool]:
+        """Stale episodes opened and resolved by the batch, judged at every check point in offset order (stale.py)
+        against the latest values as they were before the batch. Returns, per (device, sensor) followed here, whether
+        a stale episode is raised for its latest value after the batch.
+
+        Bounds first: after an event, the latest value of its sensor is at least as new as the event, and no check
+        point before the sensor's next event exceeds the watermark there plus the batch's largest silence advance;
+        a sensor without events in the batch needs a look only when the batch's highest check point passes the
+        floor. Only the sensors these bounds cannot clear are followed one event at a time."""
+        n = len(acc.dev)
+        stale_us = self.stale_us
+        order = np.argsort(acc.position, kind="stable")  # offset order
+        ts = acc.ts[order]
+        after, before, gap_max = stale.check_points(
+            ts, acc.record[order], self.partition_watermark, self.record_max, self.live_lag_us
+        )
+        group = (acc.dev * SENSOR_COUNT + acc.sensor)[order]
+        by_group = np.argsort(group, kind="stable")
+        grouped = group[by_group]
+        starts = _group_starts(grouped)
+        ends = np.append(starts[1:], n)
+        following = np.full(n, n, np.int64)  # the next event of the same (device, sensor), in offset order
+        same = grouped[1:] == grouped[:-1]
+        following[by_group[:-1][same]] = by_group[1:][same]
+        may_turn = after[following - 1] + gap_max > ts + stale_us
+        first = by_group[starts]
+        g_dev, g_sensor = grouped[starts] // SENSOR_COUNT, grouped[starts] % SENSOR_COUNT
+        before_first = (
+            np.where(first > 0, after[np.maximum(first - 1, 0)], self.partition_watermark) + gap_max
+        )
+        old = self._latest_ts[g_dev, g_sensor]
+        old_may_turn = (
+            (old != NONE_TS) & ~self._stale_raised[g_dev, g_sensor] & (before_first > old + stale_us)
+        )
+        follow = (
+            old_may_turn
+            | self._stale_open[g_dev, g_sensor]
+            | np.logical_or.reduceat(may_turn[by_group], starts)
+        )
+
+        walked: dict[tuple[int, int], bool] = {}
+        offsets = acc.offset[order]
+        highest = max(int(after[-1]), int(before.max()))
+        if highest > self._stale_floor + stale_us:
+            count = len(self._names)
+            latest_ts = self._latest_ts[:count]
+            candidates = (
+                (latest_ts != NONE_TS) & ~self._stale_raised[:count] & (latest_ts + stale_us < highest)
+            )
+            candidates[g_dev, g_sensor] = False  # sensors with events in the batch are judged below
+            for d, s in zip(*(a.tolist() for a in np.nonzero(candidates)), strict=True):
+                threshold = int(self._latest_ts[d, s]) + stale_us
+                index, when = stale.first_exceeding(after, before, -1, n, threshold)
+                self._raise_stale(d, s, outputs, (int(offsets[index]), when, self._names[d], s))
+                walked[(d, s)] = True
+            self._floor_stale = True
+
+        for g in np.flatnonzero(follow).tolist():
+            d, s = int(g_dev[g]), int(g_sensor[g])
+            walked[(d, s)] = self._walk_stale(
+                batch, acc, order, after, before, by_group[starts[g] : ends[g]], d, s, outputs
+            )
+        return walked
+
+    def _walk_stale(
+        self, batch, acc, order, after, before, events: np.ndarray, d: int, s: int, outputs
+    ) -> bool:
+        """SPEC §9 event by event for one (device, sensor) of the batch; returns whether a stale episode is raised for
+        its latest value at the end."""
+        n = len(order)
+        stale_us = self.stale_us
+        has_old = self._latest_ts[d, s] != NONE_TS
+        latest_ts = int(self._latest_ts[d, s]) if has_old else None
+        latest_at = None  # the batch's accepted event (index) that is the latest value; None: the stored one
+        raised = bool(self._stale_raised[d, s])
+        episode = self._episodes.get((d, s, STALE))
+        since = -1
+        for k in [*events.tolist(), n]:  # n: the end of the batch, after the sensor's last event
+            if latest_ts is not None and not raised:
+                hit = stale.first_exceeding(after, before, since, k, latest_ts + stale_us)
+                if hit is not None:
+                    key = (int(acc.offset[order[hit[0]]]), hit[1], self._names[d], s)
+                    episode = self._raise_stale(d, s, outputs, key, batch, acc, latest_at)
+                    raised = True
+            if k == n:
+                break
+            a = int(order[k])
+            ts = int(acc.ts[a])
+            if episode is not None:
+                resolved = alerts.stale_resolved(episode, ts, _uuid_text(acc.ids[a]))
+                outputs.message((int(acc.offset[a]), _Outputs.AT, STALE), resolved)
+                episode = None
+            if latest_ts is None or ts >= latest_ts:
+                latest_ts, latest_at, raised = ts, a, False
+            since = k
+        if episode is None:
+            self._episodes.pop((d, s, STALE), None)
+        else:
+            self._episodes[(d, s, STALE)] = episode
+        self._stale_open[d, s] = episode is not None
+        return raised
+
+    def _raise_stale(
+        self, d: int, s: int, outputs: _Outputs, key: tuple, batch=None, acc=None, at=None
+    ) -> dict:
+        """Open the stale episode of (device d, sensor s) for its latest value: the stored one, or the batch's
+        accepted event `at`."""
+        if at is None:
+            place = self._latest_dims[d, s]
+            device_id, site_id, zone_id = place if place is not None else (self._names[d], "", "")
+            value, ts = float(self._latest_value[d, s]), int(self._latest_ts[d, s])
+            event_id = _uuid_text(self._latest_id[d, s])
+        else:
+            device_id, site_id, zone_id = batch.dims[batch.dim[acc.position[at]]]
+            value, ts, event_id = float(acc.value[at]), int(acc.ts[at]), _uuid_text(acc.ids[at])
+        episode = alerts.stale_opened(
+            device_id, site_id, zone_id, SENSORS[s], value, ts, event_id, self.stale_after_s
+        )
+        outputs.message(key, dict(episode))
+        self._episodes[(d, s, STALE)] = episode
+        self._stale_open[d, s] = True
+        self._stale_raised[d, s] = True
+        self._dirty[d] = True
+        return episode
+
+    def _settle_stale(self, acc: _Accepted, latest: np.ndarray, walked: dict[tuple[int, int], bool]) -> None:
+        """After the latest values moved: a new latest value has no stale episode raised, except where the walk
+        followed the sensor and says so; the floor takes the batch's new latest values in."""
+        self._stale_raised[acc.dev[latest], acc.sensor[latest]] = False
+        for (d, s), raised in walked.items():
+            self._stale_raised[d, s] = raised
+        if self._floor_stale:
+            self._recompute_stale_floor()
+        else:
+            self._stale_floor = min(self._stale_floor, int(acc.ts.min()))
+
+    def _recompute_stale_floor(self) -> None:
+        count = len(self._names)
+        waiting = self._latest_ts[:count][(self._latest_ts[:count] != NONE_TS) & ~self._stale_raised[:count]]
+        self._stale_floor = int(waiting.min()) if len(waiting) else NO_FLOOR
+        self._floor_stale = False
+
+    def stale_by_clock(self, now_us: int) -> BatchResult:
+        """Stale episodes of a silent partition by the worker's clock (stale.py): for a live partition with nothing
+        to read, the watermark advanced by the time since its newest record. Changes only stale episodes."""
+        result = BatchResult()
+        if not self.stale_us:
+            return result
+        watermark = stale.clock_watermark(self.partition_watermark, self.record_max, now_us, self.live_lag_us)
+        if watermark == NONE_TS or watermark <= self._stale_floor + self.stale_us:
+            return result
+        count = len(self._names)
+        latest_ts = self._latest_ts[:count]
+        due = (latest_ts != NONE_TS) & ~self._stale_raised[:count] & (latest_ts + self.stale_us < watermark)
+        outputs = _Outputs()
+        for d, s in zip(*(a.tolist() for a in np.nonzero(due)), strict=True):
+            self._raise_stale(d, s, outputs, (self.last_offset, _Outputs.AFTER, self._names[d], s))
+        self._recompute_stale_floor()
+        outputs.into(result, emit=True)
+        return result
 
     def _emit_rows(self, batch, result, position, status, ingest_us, acc: _Accepted, windows, latest) -> None:
         """The changes rows of the batch (changes.py): raw, windows and latest values."""
@@ -832,10 +1083,12 @@ class PartitionState:
 
     # -- snapshots -------------------------------------------------------------------------------------------
 
-    def snapshot(self) -> list[tuple[bytes, bytes]]:
+    def snapshot(self, next_rules: RuleSet | None = None) -> list[tuple[bytes, bytes]]:
         """The records to store now: each device changed since the last snapshot, then the partition record (its
         snapshot_offset = last_offset; last, so a partly stored snapshot never claims to be complete).
 
+        `next_rules`: the rules the events after this snapshot are judged by, from now on (the only moment they
+        change; the partition record keeps their revision).
         The changed set is cleared here: if the records cannot all be stored, this state no longer knows what the
         table lacks, and must be reloaded from the table (replaying from its snapshot offset) before going on.
         """
@@ -848,9 +1101,15 @@ class PartitionState:
             mask[dirty] = True
             records = self._device_records(dirty, mask)
         self.snapshot_offset = self.last_offset
-        records.append(
-            (PARTITION_KEY, _encoder.encode(_PartitionRecord(RECORD_FORMAT, self.snapshot_offset)))
+        if next_rules is not None:
+            self.rules = next_rules
+        partition = _PartitionRecord(
+            RECORD_FORMAT,
+            self.snapshot_offset,
+            None if self.record_max == NONE_TS else self.record_max,
+            self.rules.revision,
         )
+        records.append((PARTITION_KEY, _encoder.encode(partition)))
         self._dirty[:] = False
         return records
 
@@ -875,13 +1134,24 @@ class PartitionState:
         latest["event_id"] = self._latest_id[latest_dev_index, latest_sensor]
         latest["version"] = self._latest_version[latest_dev_index, latest_sensor]
         latest_bounds = np.searchsorted(latest_dev, np.arange(len(dirty) + 1)).tolist()
+        places = [
+            ("", "") if p is None else (p[1], p[2])
+            for p in self._latest_dims[latest_dev_index, latest_sensor]
+        ]
+        raised_bits = (self._stale_raised[dirty] << np.arange(SENSOR_COUNT)).sum(axis=1).tolist()
 
         fences = self._fence[dirty].tolist()
         watermarks = watermark[dirty].tolist()
+        episodes_of = self._episodes
         records = []
         for i, d in enumerate(dirty.tolist()):
             wm = watermarks[i]
-            episodes = [self._episodes[(d, s)] for s in range(SENSOR_COUNT) if (d, s) in self._episodes]
+            episodes = [
+                episodes_of[(d, s, kind)]
+                for s in range(SENSOR_COUNT)
+                for kind in range(KINDS)
+                if (d, s, kind) in episodes_of
+            ]
             record = DeviceRecord(
                 RECORD_FORMAT,
                 fences[i],
@@ -891,22 +1161,37 @@ class PartitionState:
                 rows[window_bounds[i] : window_bounds[i + 1]].tobytes(),
                 latest[latest_bounds[i] : latest_bounds[i + 1]].tobytes(),
                 episodes,
+                places[latest_bounds[i] : latest_bounds[i + 1]],
+                raised_bits[i],
             )
             records.append((self._names[d].encode(), _encoder.encode(record)))
         return records
 
-    def load(self, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """Replace the state by the one stored in `records` (a table partition as `snapshot` wrote it)."""
+    def load(
+        self, records: Iterable[tuple[bytes, bytes]], rules_at: Callable[[int], RuleSet] | None = None
+    ) -> None:
+        """Replace the state by the one stored in `records` (a table partition as `snapshot` wrote it).
+
+        `rules_at(revision)` gives the rule set of the revision the snapshot names (without it, only revision 0,
+        the defaults, can be loaded)."""
         self._reset()
         self.snapshot_offset = -1
+        revision = 0
         names: list[str] = []
         device_records: list[DeviceRecord] = []
         for key, value in records:
             if key == PARTITION_KEY:
-                self.snapshot_offset = _partition_decoder.decode(value).snapshot_offset
+                partition = _partition_decoder.decode(value)
+                self.snapshot_offset = partition.snapshot_offset
+                self.record_max = NONE_TS if partition.record_max is None else partition.record_max
+                revision = partition.rules_revision
             else:
                 names.append(key.decode())
                 device_records.append(_device_decoder.decode(value))
+        if rules_at is not None:
+            self.rules = rules_at(revision)
+        elif revision != self.rules.revision:
+            raise ValueError(f"the stored state is judged by rule revision {revision}: pass rules_at")
         self.last_offset = self.snapshot_offset
         if not names:
             return
@@ -925,16 +1210,25 @@ class PartitionState:
             rows = record.window_rows()
             win_dev.append(np.full(len(rows), d, np.int64))
             win_rows.append(rows)
-            for row in record.latest_rows().tolist():
+            places = record.latest_places
+            for j, row in enumerate(record.latest_rows().tolist()):
                 sensor, value, ts, event_id, version = row
                 self._latest_ts[d, sensor] = ts
                 self._latest_value[d, sensor] = value
                 self._latest_id[d, sensor] = event_id
                 self._latest_version[d, sensor] = version
+                if j < len(places):
+                    self._latest_dims[d, sensor] = (self._names[d], *places[j])
             for episode in record.episodes:
                 sensor = SENSORS.index(episode["sensor_type"])
-                self._episodes[(d, sensor)] = episode
-                self._episode_open[d, sensor] = True
+                kind = alerts.kind_of(episode)
+                self._episodes[(d, sensor, kind)] = episode
+                if kind == STALE:
+                    self._stale_open[d, sensor] = True
+                else:
+                    self._episode_active[d, sensor, kind] = True
+            for sensor in range(SENSOR_COUNT):
+                self._stale_raised[d, sensor] = bool(record.stale_raised >> sensor & 1)
         dev = np.concatenate(id_dev)
         ids = np.concatenate(id_list) if dev.size else np.empty(0, "V16")
         self._ids.replace(_id_keys(dev, ids), ids, np.concatenate(id_ts))
@@ -957,6 +1251,18 @@ class PartitionState:
         w.version = rows["version"].copy()
         w._take(np.argsort(w.key, kind="stable"))
         w.size_after_compaction = len(w)
+
+        known = self._watermark[: len(self._names)]
+        self.partition_watermark = int(known.max()) if len(known) else NONE_TS
+        self._recompute_stale_floor()
+
+
+def _dims_array(batch: DecodedBatch) -> np.ndarray:
+    """The batch's (device_id, site_id, zone_id) triples as a numpy object array (indexable by `batch.dim`)."""
+    out = np.empty(len(batch.dims), object)
+    for i, dims in enumerate(batch.dims):
+        out[i] = dims
+    return out
 
 
 def _uuid_text(event_id: np.void) -> str:

@@ -19,7 +19,7 @@ import orjson
 
 SEVERITIES = ("info", "warning", "critical")
 Severity = Literal["info", "warning", "critical"]
-# Threshold alerts carry no severity until run-time rules exist (issue 12); SPEC §9 makes them `warning`.
+# Every alert message carries its rule's severity (SPEC §9); one without (written before run-time rules) is `warning`.
 DEFAULT_SEVERITY = "warning"
 STATUSES = ("open", "resolved")
 RECEIVER_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"

@@ -205,12 +205,36 @@ class Expected:
         return zones
 
 
+class Acceptance:
+    """SPEC §3–§4 per device, in each device's order: is a valid event a duplicate, too late or accepted?"""
+
+    def __init__(self, grace_s: int = GRACE_S) -> None:
+        self.grace_us = grace_s * 1_000_000
+        self.watermark: dict[str, int] = {}
+        self.accepted_ids: dict[str, dict[str, int]] = {}
+
+    def judge(self, e: dict) -> str:
+        device, ts = e["device_id"], parse_us(e["ts_event"])
+        seen = self.accepted_ids.setdefault(device, {})
+        if e["event_id"] in seen:
+            return "duplicate"
+        wm = self.watermark.get(device)
+        if wm is not None and wm - ts > self.grace_us:
+            return "late"
+        self.watermark[device] = ts if wm is None else max(wm, ts)
+        seen[e["event_id"]] = ts
+        # SPEC §3 lets ids be forgotten beyond the horizon; forget them, so that an exact re-send of
+        # such an old reading counts as too late (as the worker counts it) rather than as a duplicate.
+        horizon = self.watermark[device] - self.grace_us
+        for old in [i for i, t in seen.items() if t < horizon]:
+            del seen[old]
+        return "accepted"
+
+
 def expected_outcome(dataset: Dataset, grace_s: int = GRACE_S) -> Expected:
     """Walk each device's messages in order and apply SPEC §3–§5 literally."""
     out = Expected()
-    grace_us = grace_s * 1_000_000
-    watermark: dict[str, int] = {}
-    accepted_ids: dict[str, dict[str, int]] = {}
+    acceptance = Acceptance(grace_s)
     latest_ts: dict[tuple[str, str], int] = {}
     open_alert: dict[tuple[str, str], str] = {}
     for message in dataset.messages:
@@ -219,12 +243,11 @@ def expected_outcome(dataset: Dataset, grace_s: int = GRACE_S) -> Expected:
             continue
         e = message.event
         device, sensor, ts = e["device_id"], e["sensor_type"], parse_us(e["ts_event"])
-        seen = accepted_ids.setdefault(device, {})
-        if e["event_id"] in seen:
+        verdict = acceptance.judge(e)
+        if verdict == "duplicate":
             out.duplicates += 1
             continue
-        wm = watermark.get(device)
-        if wm is not None and wm - ts > grace_us:
+        if verdict == "late":
             out.late += 1
             if (device, e["event_id"]) not in out.raw:
                 out.late_keys.add((device, e["event_id"]))
@@ -233,13 +256,6 @@ def expected_outcome(dataset: Dataset, grace_s: int = GRACE_S) -> Expected:
         out.accepted += 1
         out.raw[(device, e["event_id"])] = e
         out.late_keys.discard((device, e["event_id"]))
-        watermark[device] = ts if wm is None else max(wm, ts)
-        seen[e["event_id"]] = ts
-        # SPEC §3 lets ids be forgotten beyond the horizon; forget them, so that an exact re-send of
-        # such an old reading counts as too late (as the worker counts it) rather than as a duplicate.
-        horizon = watermark[device] - grace_us
-        for old in [i for i, t in seen.items() if t < horizon]:
-            del seen[old]
         value = float(e["value"])
         for size in (300, 900):
             start = ts // (size * 1_000_000) * size * 1_000_000

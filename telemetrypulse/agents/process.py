@@ -9,7 +9,16 @@ Per slice, in this order (the exactly-once effect rests on it):
 3. only then mark the slice done, so that Faust may commit its offsets.
 The state is written to the partition-state table (RocksDB + changelog) as snapshots: every SNAPSHOT_INTERVAL_S, when
 the partition is revoked and at shutdown, always between slices, so a snapshot never holds an event whose outputs are
-not published. After a crash the partition's state is the last snapshot, and the events since (from snapshot_offset
+not published.
+
+Rules (SPEC §9). A partition's events are judged by the rule revision its state names; it moves to the newest
+revision the rule feed has read (rule_feed.py) only at a snapshot — taken within a second of a new revision — so a
+replay after a crash uses the revision the first run used. A partition just taken over moves only once it has read
+past the end offset it had at assignment: the previous owner may have published outputs for everything before it,
+under the old revision. A partition taken with no stored state records its starting revision at once.
+
+Silent partitions (stale.py). Each second, a live partition that has read everything there is gets its stale sensors
+judged by the clock; what that raises is published, then snapshotted. After a crash the partition's state is the last snapshot, and the events since (from snapshot_offset
 + 1) are read again: those the group had committed are only re-applied to the state (their outputs were published
 before the commit), the rest are processed as new. Fences in the state skip what a snapshot already holds, and every
 output is deterministic (window versions, alert ids), so a repeat is harmless downstream.
@@ -31,7 +40,7 @@ from telemetrypulse import changes, metrics
 from telemetrypulse.app import app, settings
 from telemetrypulse.decode import DecodedBatch, decode_batch
 from telemetrypulse.models import dlq_record, now_us
-from telemetrypulse.state import PartitionState
+from telemetrypulse.state import PARTITION_KEY, BatchResult, PartitionState, stored_rules_revision
 from telemetrypulse.topology import (
     alerts_topic,
     changes_topic,
@@ -74,6 +83,8 @@ class EventsProcessor:
         # Per partition: outputs of offsets at or below it are already published (by us or a previous owner).
         self.published: dict[int, int] = {}
         self.snapshot_due: dict[int, float] = {}
+        # Per partition: its end offset when assigned; it adopts a newer rule revision only once read past it.
+        self.switch_after: dict[int, int] = {}
         self.lock = asyncio.Lock()
         self.closed = False
 
@@ -83,20 +94,36 @@ class EventsProcessor:
         partition's state from its snapshot, and ask the consumer to start where that snapshot ends."""
         async with self.lock:
             starts: dict[TP, int] = {}
-            for tp in assignment:
-                if tp.topic != settings.topic_events:
-                    continue
-                state = PartitionState(tp.partition, settings.window_grace_s)
-                state.load(partition_state_table.records(tp.partition))
+            events_tps = [tp for tp in assignment if tp.topic == settings.topic_events]
+            ends = await app.consumer.highwaters(*events_tps) if events_tps else {}
+            feed = app.rule_feed
+            for tp in events_tps:
+                records = list(partition_state_table.records(tp.partition))
+                # A snapshot may name a revision this worker has not read yet (written by one that read further).
+                await feed.wait_for(stored_rules_revision(records))
+                state = PartitionState(
+                    tp.partition,
+                    settings.window_grace_s,
+                    rules=feed.book.at(),
+                    stale_after_s=settings.stale_after_s,
+                )
+                stored = any(key == PARTITION_KEY for key, _ in records)
+                if stored:
+                    state.load(records, rules_at=feed.book.at)
                 self.states[tp.partition] = state
                 self.published[tp.partition] = state.snapshot_offset
                 self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s
+                self.switch_after[tp.partition] = ends.get(tp) or 0
                 starts[tp] = state.snapshot_offset + 1
+                if not stored:
+                    await self._snapshot(tp.partition)  # the revision its first events are judged by
+                metrics.PARTITION_RULES_REVISION.labels(str(tp.partition)).set(state.rules_revision)
                 log.info(
-                    "partition %d: state of %d devices, snapshot up to offset %d",
+                    "partition %d: state of %d devices, snapshot up to offset %d, rule revision %d",
                     tp.partition,
                     state.device_count(),
                     state.snapshot_offset,
+                    state.rules_revision,
                 )
             app.replay_starts = starts
 
@@ -115,6 +142,7 @@ class EventsProcessor:
                     del self.states[partition]
                 self.published.pop(partition, None)
                 self.snapshot_due.pop(partition, None)
+                self.switch_after.pop(partition, None)
 
     async def close(self) -> None:
         await self.release(list(self.states))
@@ -127,6 +155,8 @@ class EventsProcessor:
             if self.closed or state is None or generation != app.consumer_generation_id:
                 return  # stale: not marked done, read again from the committed offset by the next owner
             started = time.perf_counter()
+            if self._rules_behind(tp.partition, state):
+                await self._snapshot(tp.partition)  # adopts the newer revision, before this slice
             await self._handle(tp, state, records)
             if generation == app.consumer_generation_id:
                 app.consumer.mark_done(tp, records[-1].offset + 1)
@@ -199,20 +229,7 @@ class EventsProcessor:
             fresh = take(decoded, np.arange(len(decoded)) >= split) if split else decoded
             result = state.apply(fresh, event_offsets[split:], event_ingest[split:], last_offset=last_offset)
             self._count(result)
-            for value in changes.encode(
-                partition=partition,
-                first_offset=records[0].offset,
-                last_offset=last_offset,
-                dims=result.dims,
-                raw=result.raw,
-                windows=result.windows,
-                latest=result.latest,
-                alerts=result.alert_rows,
-            ):
-                if len(result.raw) or len(result.windows) or len(result.latest) or result.alert_rows:
-                    sends.append((changes_topic, None, value, partition))
-            for message in result.alert_messages:
-                sends.append((alerts_topic, message["device_id"].encode(), orjson.dumps(message), None))
+            sends.extend(self._alert_sends(partition, records[0].offset, last_offset, result))
         await publish(sends)
         self.published[partition] = max(published, last_offset)
 
@@ -225,12 +242,20 @@ class EventsProcessor:
         metrics.ALERTS.labels("open").inc(result.alerts_opened)
         metrics.ALERTS.labels("resolved").inc(result.alerts_resolved)
 
+    def _rules_behind(self, partition: int, state: PartitionState) -> bool:
+        """A newer rule revision is read, and the partition may adopt it (module docstring)."""
+        return (
+            app.rule_feed.book.revision > state.rules_revision
+            and state.last_offset + 1 >= self.switch_after.get(partition, 0)
+        )
+
     async def snapshot_due_partitions(self) -> None:
         now = time.monotonic()
         due = [
             p
             for p, state in self.states.items()
-            if now >= self.snapshot_due[p] and state.last_offset > state.snapshot_offset
+            if (now >= self.snapshot_due[p] and state.last_offset > state.snapshot_offset)
+            or self._rules_behind(p, state)
         ]
         if due:
             async with self.lock:
@@ -238,9 +263,53 @@ class EventsProcessor:
                     if partition in self.states:
                         await self._snapshot(partition)
 
+    async def stale_by_clock(self) -> None:
+        """Stale sensors of silent live partitions by the clock (stale.py), for partitions with nothing left to read:
+        publish what is raised, then snapshot it."""
+        if not settings.stale_after_s:
+            return
+        async with self.lock:
+            now = now_us()
+            for partition, state in list(self.states.items()):
+                highwater = app.consumer.highwater(TP(settings.topic_events, partition))
+                if highwater is None or highwater > state.last_offset + 1:
+                    continue  # events are waiting: they move the watermark themselves
+                result = state.stale_by_clock(now)
+                if not result.alert_messages:
+                    continue
+                metrics.STALE_BY_CLOCK.inc(result.alerts_opened)
+                self._count(result)
+                await publish(self._alert_sends(partition, state.last_offset, state.last_offset, result))
+                await self._snapshot(partition)
+
+    @staticmethod
+    def _alert_sends(partition: int, first_offset: int, last_offset: int, result: BatchResult) -> list[Send]:
+        sends: list[Send] = []
+        if len(result.raw) or len(result.windows) or len(result.latest) or result.alert_rows:
+            for value in changes.encode(
+                partition=partition,
+                first_offset=first_offset,
+                last_offset=last_offset,
+                dims=result.dims,
+                raw=result.raw,
+                windows=result.windows,
+                latest=result.latest,
+                alerts=result.alert_rows,
+            ):
+                sends.append((changes_topic, None, value, partition))
+        for message in result.alert_messages:
+            sends.append((alerts_topic, message["device_id"].encode(), orjson.dumps(message), None))
+        return sends
+
     async def _snapshot(self, partition: int) -> None:
         state = self.states[partition]
-        records = state.snapshot()
+        # The only moment a partition's rules change: the snapshot records the revision used from here on.
+        switch = self._rules_behind(partition, state)
+        records = state.snapshot(next_rules=app.rule_feed.book.at() if switch else None)
+        if switch:
+            log.info("partition %d: judged by rule revision %d from offset %d on", partition, state.rules_revision,
+                     state.last_offset + 1)  # fmt: skip
+            metrics.PARTITION_RULES_REVISION.labels(str(partition)).set(state.rules_revision)
         started = time.perf_counter()
         await partition_state_table.write_records(partition, records)
         self.snapshot_due[partition] = time.monotonic() + settings.snapshot_interval_s
@@ -286,8 +355,10 @@ async def on_revoked(sender, revoked: set[TP], **kwargs) -> None:
 
 @app.timer(interval=1.0)
 async def snapshot_idle_partitions() -> None:
-    """A partition that stops receiving events still gets its snapshot (a restart then replays nothing)."""
+    """A partition that stops receiving events still gets its snapshot (a restart then replays nothing), and a newer
+    rule revision; a silent live one its stale sensors."""
     await processor.snapshot_due_partitions()
+    await processor.stale_by_clock()
 
 
 @app.timer(interval=5.0)

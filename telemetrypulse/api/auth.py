@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Security
+from fastapi import Depends, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
 from telemetrypulse.access import ApiKey, Scope
-from telemetrypulse.api.deps import StateDep
+from telemetrypulse.api.deps import StateDep, get_state
 from telemetrypulse.api.errors import Forbidden, Unauthorized
 from telemetrypulse.api.schemas import ErrorResponse
 
@@ -25,7 +26,7 @@ _api_key_header = APIKeyHeader(
     description=(
         "A key of API_KEYS (`name:secret:scope[+scope…]`) or API_KEY (scope ingest). Reads need the `read` "
         "scope once some key has it; ingest needs `ingest` once some key has it; acknowledgements and notes "
-        "need `operate`; webhooks need `admin`. `admin` implies every scope."
+        "need `operate`; webhooks and alert rules need `admin`. `admin` implies every scope."
     ),
 )
 
@@ -33,7 +34,7 @@ WHY = {
     Scope.read: "reading",
     Scope.ingest: "ingesting events",
     Scope.operate: "acknowledging and annotating alerts",
-    Scope.admin: "managing webhooks",
+    Scope.admin: "managing webhooks and alert rules",
 }
 
 
@@ -69,6 +70,26 @@ IngestKey = Annotated[ApiKey | None, Depends(_require(Scope.ingest))]
 OperateKey = Annotated[ApiKey, Depends(_require(Scope.operate))]
 AdminKey = Annotated[ApiKey, Depends(_require(Scope.admin))]
 READ_ACCESS = Depends(_require(Scope.read))
+
+
+def scope_first_route(scope: Scope) -> type[APIRoute]:
+    """A route class that checks the key before FastAPI reads the request body. FastAPI answers a body that is not
+    JSON with 422 before any dependency runs, so without this a caller with no key would learn about the body
+    before being told it needs one; here a refusal (401/403) never depends on the body. The route keeps its
+    scope dependency too (it documents the security scheme and hands the handler the key)."""
+    check = _require(scope)
+
+    class ScopeFirstRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                await check(await get_state(request), request.headers.get("X-API-Key"))
+                return await handler(request)
+
+            return guarded
+
+    return ScopeFirstRoute
 
 
 def auth_errors(scope: Scope) -> dict[int | str, dict[str, Any]]:

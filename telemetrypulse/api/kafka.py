@@ -96,11 +96,15 @@ class EventPublisher:
 
     async def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
         """Send (key, value) pairs and wait until the broker acknowledged every one of them."""
+        await self.publish_to(self.topic, messages)
+
+    async def publish_to(self, topic: str, messages: list[tuple[bytes, bytes]]) -> list[int]:
+        """Send (key, value) pairs to `topic`, wait for every acknowledgement; their offsets."""
         producer = await self._ready_producer()
         try:
             async with asyncio.timeout(self.send_timeout_s):
-                futures = [await producer.send(self.topic, value=value, key=key) for key, value in messages]
-                await asyncio.gather(*futures)
+                futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+                return [metadata.offset for metadata in await asyncio.gather(*futures)]
         except TimeoutError as e:
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge within {self.send_timeout_s:g} s; retry"

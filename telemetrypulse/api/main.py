@@ -25,6 +25,7 @@ from telemetrypulse.api.kafka import EventPublisher
 from telemetrypulse.api.resources import ApiOptions, ApiState
 from telemetrypulse.api.routes import ROUTERS
 from telemetrypulse.api.routes.dashboard import STATIC_DIR
+from telemetrypulse.api.rule_history import RuleHistory
 from telemetrypulse.exceptions import TelemetryPulseError
 from telemetrypulse.settings import Settings, get_settings
 
@@ -39,7 +40,8 @@ All times are ISO-8601 UTC (`Z`). Query times must carry an offset. Errors are
 `{"error": code, "detail": message, "errors": [...]}`; 503 means PostgreSQL or Kafka is unreachable.
 
 Access: scoped keys in `X-API-Key` (`API_KEYS`: read, ingest, operate, admin; admin implies all). Reads and
-ingest are open until some key has that scope; acknowledging and notes need `operate`, webhooks `admin`.
+ingest are open until some key has that scope; acknowledging and notes need `operate`, webhooks and alert rules
+`admin`.
 Missing or unknown key → 401, a key without the scope → 403.
 """
 
@@ -54,6 +56,11 @@ TAGS = [
     {
         "name": "webhooks",
         "description": "Webhook receivers of the notifier and its delivery log (admin scope)",
+    },
+    {
+        "name": "rules",
+        "description": "Alert rules as versioned data: thresholds above/below, pending periods, severity, scopes "
+        "(admin scope)",
     },
     {"name": "ingest", "description": "Submit events (validated like the worker, produced to Kafka)"},
     {"name": "metrics", "description": "Prometheus"},
@@ -80,11 +87,14 @@ def _lifespan(settings: Settings | None, options: ApiOptions):
         await feed.start()
         keys = resolved.key_ring()
         log.info("API keys: %s", ", ".join(repr(k) for k in keys.keys) or "none (reads and ingest are open)")
-        app.state.api = ApiState(resolved, options, pool, reader, publisher, feed, keys, writer)
+        rules = RuleHistory(resolved, reader, writer, publisher)
+        rules.start()
+        app.state.api = ApiState(resolved, options, pool, reader, publisher, feed, keys, writer, rules)
         try:
             yield
         finally:
             app.state.api = None
+            await rules.close()
             await feed.close()
             await publisher.close()
             await write_pool.close()

@@ -10,6 +10,7 @@ from telemetrypulse.access import KeyRing
 from telemetrypulse.api.alert_feed import AlertFeed
 from telemetrypulse.api.data_access import Reader, Writer
 from telemetrypulse.api.kafka import EventPublisher
+from telemetrypulse.api.rule_history import RuleHistory
 from telemetrypulse.settings import Settings
 
 
@@ -34,3 +35,4 @@ class ApiState:
     feed: AlertFeed
     keys: KeyRing
     writer: Writer
+    rules: RuleHistory

@@ -24,6 +24,7 @@ from telemetrypulse.changes import LATEST_ROW, RAW_ROW, SENSORS, WINDOW_ROW, Ale
 
 WINDOW_SIZES_S = (300, 900)  # the device window tables: telemetry_device_agg_5m, telemetry_device_agg_15m
 ALERT_STATUSES = ("open", "resolved")
+SEVERITIES = ("info", "warning", "critical")  # telemetry_alerts.severity's CHECK (migration 0005)
 DAY_US = 86_400_000_000
 _EPOCH_DATE = date(1970, 1, 1)
 # Timestamps a row may carry: what Python's date (the daily partitions) and PostgreSQL's exact µs arithmetic
@@ -55,6 +56,8 @@ class Alert:
     resolved_at: datetime | None
     event_id: uuid.UUID
     resolved_event_id: uuid.UUID | None
+    rule_id: str | None = None
+    severity: str = "warning"
 
     def then(self, later: Alert) -> Alert:
         """This row followed by a later row of the same episode, by the rule PostgreSQL applies (writer.py
@@ -135,7 +138,11 @@ def _parse_uuid(name: str, text: str) -> uuid.UUID:
 def check_alert(row: AlertRow) -> Alert:
     if row.status not in ALERT_STATUSES:
         raise RecordError(f"alert status {row.status!r:.40}")
+    if row.severity not in SEVERITIES:
+        raise RecordError(f"alert severity {row.severity!r:.40}")
     _check_text(row.rule, row.alert_type, row.device_id, row.site_id, row.zone_id, row.sensor_type)
+    if row.rule_id is not None:
+        _check_text(row.rule_id)
     return Alert(
         alert_id=_parse_uuid("alert_id", row.alert_id),
         status=row.status,
@@ -154,6 +161,8 @@ def check_alert(row: AlertRow) -> Alert:
         resolved_event_id=(
             None if row.resolved_event_id is None else _parse_uuid("resolved_event_id", row.resolved_event_id)
         ),
+        rule_id=row.rule_id,
+        severity=row.severity,
     )
 
 

@@ -166,13 +166,15 @@ ON CONFLICT (device_id, sensor_type) DO UPDATE SET
 WHERE excluded.version > t.version
 """
 
-# Open -> resolved only, the peak only up; an open row arriving after its resolution changes nothing.
+# Open -> resolved only, the peak only up; an open row arriving after its resolution changes nothing. rule_id and
+# severity are the opening rule's (an episode keeps them), so they are written once, with the row.
 UPSERT_ALERTS = """
 INSERT INTO telemetry_alerts AS t (alert_id, status, rule, alert_type, device_id, site_id, zone_id, sensor_type,
-                                   threshold, value, peak_value, opened_at, resolved_at, event_id, resolved_event_id)
+                                   threshold, value, peak_value, opened_at, resolved_at, event_id, resolved_event_id,
+                                   rule_id, severity)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::float8[], $10::float8[], $11::float8[], $12::timestamptz[],
-                     $13::timestamptz[], $14::uuid[], $15::uuid[])
+                     $13::timestamptz[], $14::uuid[], $15::uuid[], $16::text[], $17::text[])
 ON CONFLICT (alert_id) DO UPDATE SET
     status = excluded.status,
     peak_value = GREATEST(t.peak_value, excluded.peak_value),
@@ -182,7 +184,7 @@ WHERE t.status = 'open' AND (excluded.status = 'resolved' OR excluded.peak_value
 """
 ALERT_FIELDS = (
     "alert_id", "status", "rule", "alert_type", "device_id", "site_id", "zone_id", "sensor_type", "threshold",
-    "value", "peak_value", "opened_at", "resolved_at", "event_id", "resolved_event_id",
+    "value", "peak_value", "opened_at", "resolved_at", "event_id", "resolved_event_id", "rule_id", "severity",
 )  # fmt: skip
 
 # GREATEST: a sink that rewrites older records (a restart from a lower position, a second sink during a

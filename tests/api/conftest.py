@@ -50,6 +50,8 @@ def api_settings(stack: dict[str, str], dsn: str, **overrides) -> Settings:
         "database_url": dsn,
         "kafka_bootstrap_servers": stack["KAFKA_BOOTSTRAP_SERVERS"],
         "topic_events": f"test-api-{uuid.uuid4().hex[:8]}.events",
+        # Its own APP_ID: the rules topic is named by it (an API test never writes another deployment's rules).
+        "app_id": f"test-api-{uuid.uuid4().hex[:8]}",
         "api_key": None,
     }
     values.update(overrides)
@@ -82,6 +84,7 @@ def live_api_env(stack: dict[str, str], dsn: str, **extra: str) -> dict[str, str
         KAFKA_BOOTSTRAP_SERVERS=stack["KAFKA_BOOTSTRAP_SERVERS"],
         DATABASE_URL=dsn,
         TOPIC_EVENTS=f"test-api-{uuid.uuid4().hex[:8]}.events",
+        APP_ID=f"test-api-{uuid.uuid4().hex[:8]}",
         LOG_LEVEL="warning",
     )
     env.update(extra)

@@ -71,6 +71,9 @@ def routes(alert_id: str) -> list[tuple[str, str, str, dict]]:
         ("admin", "GET", "/webhooks/pager", {}),
         ("admin", "GET", "/webhooks/deliveries", {}),
         ("admin", "DELETE", "/webhooks/gone", {}),
+        ("admin", "GET", "/rules", {}),
+        ("admin", "GET", "/rules/default-co2-high", {}),
+        ("admin", "DELETE", "/rules/gone", {}),  # 404 once through: nothing is written to Kafka here
     ]
 
 

@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from devkit import kafka_io
 from telemetrypulse.api.main import create_app
+from telemetrypulse.names import internal_names
 from tests.api.conftest import live_api, live_api_env
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,8 @@ async def fuzz_server(stack, api_dsn, dataset):
         with live_api(env, "fuzz") as api:
             yield api
     finally:
-        await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"]])
+        rules_topic = internal_names(env["APP_ID"]).rules_topic  # created by the fuzzed PUT /rules
+        await kafka_io.delete_topics(stack["KAFKA_BOOTSTRAP_SERVERS"], [env["TOPIC_EVENTS"], rules_topic])
 
 
 def load_schema():

@@ -452,7 +452,7 @@ async def test_openapi_documents_every_route(client):
         "/status/live", "/trends",
         "/heatmap", "/alerts", "/alerts/stream", "/ingest", "/ingest/batch", "/metrics",
         "/alerts/{alert_id}", "/alerts/{alert_id}/ack", "/alerts/{alert_id}/notes",
-        "/webhooks", "/webhooks/{name}", "/webhooks/deliveries",
+        "/webhooks", "/webhooks/{name}", "/webhooks/deliveries", "/rules", "/rules/{rule_id}",
     }  # fmt: skip
     assert set(spec["paths"]) == expected
     for path, methods in spec["paths"].items():

@@ -595,6 +595,8 @@ def test_an_episode_opens_peaks_and_resolves_with_todays_messages():
         "opened_at": "2026-03-01T23:55:02Z",
         "resolved_at": None,
         "event_id": events[2].event_id,
+        "rule_id": "default-co2-high",  # SPEC §9: the default rule that opened it, and its severity
+        "severity": "warning",
     }
     assert messages[1] == messages[0] | {
         "status": "resolved",

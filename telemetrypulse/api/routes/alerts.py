@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
@@ -66,6 +66,10 @@ AcknowledgedQuery = Annotated[
     bool | None, Query(description="Only acknowledged (true) or only unacknowledged (false) alerts")
 ]
 SeverityQuery = Annotated[Severity | None, Query(description="Only alerts of this severity")]
+RuleKindQuery = Annotated[
+    Literal["threshold", "stale"] | None,
+    Query(description="Only threshold alerts (run-time rules) or only stale-sensor alerts"),
+]
 
 MAX_SEQ = 2**63 - 1
 RECONNECT_MS = 3000
@@ -97,6 +101,7 @@ async def list_alerts(
     since: SinceQuery = None,
     acknowledged: AcknowledgedQuery = None,
     severity: SeverityQuery = None,
+    rule: RuleKindQuery = None,
     limit: OptionalLimitQuery = None,
     cursor: CursorQuery = None,
     format: FormatQuery = OutputFormat.json,
@@ -105,7 +110,9 @@ async def list_alerts(
 
     JSON: pages of `limit` alerts (default 100). `format=csv`: the same alerts, one row per alert with the JSON's
     fields as columns, streamed — every alert after `cursor` that matches, or the first `limit` of them."""
-    filters = AlertFilters(status, site_id, zone_id, device_id, sensor_type, since, acknowledged, severity)
+    filters = AlertFilters(
+        status, site_id, zone_id, device_id, sensor_type, since, acknowledged, severity, rule
+    )
     after = decode_cursor(cursor) if cursor is not None else None
     if format is OutputFormat.csv:
         first = await fetch_alerts(reader, filters, after, min(limit or CSV_PAGE, CSV_PAGE))
@@ -134,6 +141,7 @@ class AlertFilters:
     since: datetime | None
     acknowledged: bool | None
     severity: str | None
+    rule: str | None
 
 
 async def fetch_alerts(
@@ -146,7 +154,7 @@ async def fetch_alerts(
     )
     where.equals("a.zone_id", filters.zone_id).equals("a.device_id", filters.device_id)
     where.equals("a.sensor_type", filters.sensor_type.value if filters.sensor_type else None)
-    where.equals("a.severity", filters.severity)
+    where.equals("a.severity", filters.severity).equals("a.rule", filters.rule)
     if filters.acknowledged is not None:
         where.add("k.alert_id IS NOT NULL" if filters.acknowledged else "k.alert_id IS NULL")
     if filters.since is not None:

@@ -37,6 +37,7 @@ const state = {
   selectedCell: null,
   device: null,
   alert: null,
+  rule: null,
   key: sessionStorage.getItem(KEY_STORAGE) || "",
   who: sessionStorage.getItem(NAME_STORAGE) || "",
   keyWaiters: [],
@@ -422,9 +423,18 @@ function updateScopeVisibility() {
 }
 
 // ---------- alerts ----------
+// What opened it: `> 1000` (above), `< 2` (below), or a sensor silent for more than N seconds (stale).
+function condition(alert) {
+  if (alert.rule === "stale") return `silent > ${alert.threshold} s · last ${fmt(alert.value, alert.sensor_type)}`;
+  const sign = alert.alert_type.endsWith("_LOW") ? "<" : ">";
+  const rule = alert.rule_id ? ` · ${alert.rule_id}` : "";
+  return `${fmt(alert.value, alert.sensor_type)} → peak ${fmt(alert.peak_value, alert.sensor_type)} (${sign} ${alert.threshold}${rule})`;
+}
+
 function alertItem(alert, fresh) {
-  const what = `${alert.alert_type} · ${alert.device_id}`;
-  const values = `${fmt(alert.value, alert.sensor_type)} → peak ${fmt(alert.peak_value, alert.sensor_type)} (> ${alert.threshold})`;
+  const what = el("span", { class: "what", text: `${alert.alert_type} · ${alert.device_id}` },
+    el("span", { class: `sev sev-${alert.severity}`, "data-testid": "severity", text: alert.severity }));
+  const values = condition(alert);
   const when = alert.resolved_at ? `opened ${shortTime(alert.opened_at)}\nresolved ${shortTime(alert.resolved_at)}` : `opened ${shortTime(alert.opened_at)}`;
   const ack = alert.acknowledged
     ? el("span", { class: "ack acked-by", text: `✓ acknowledged by ${alert.acknowledged_by} ${shortTime(alert.acknowledged_at)}` })
@@ -444,10 +454,11 @@ function alertItem(alert, fresh) {
       "data-status": alert.status,
       "data-device": alert.device_id,
       "data-acknowledged": String(Boolean(alert.acknowledged)),
+      "data-severity": alert.severity,
       onclick: () => { selectDevice(alert.device_id); selectAlert(alert.alert_id); },
     },
     el("span", { class: "badge", text: alert.status }),
-    el("span", { class: "what", text: what }),
+    what,
     el("span", { class: "when", text: when }),
     el("span"),
     el("span", { class: "where", text: `${alert.site_id} / ${alert.zone_id} · ${values}` }),
@@ -458,8 +469,10 @@ function alertItem(alert, fresh) {
 function renderAlerts(freshId) {
   const openOnly = $("al-open-only").checked;
   const unackedOnly = $("al-unacked").checked;
+  const severity = $("al-severity").value;
   const list = [...state.alerts.values()]
     .filter((a) => (!openOnly || a.status === "open") && (!unackedOnly || !a.acknowledged))
+    .filter((a) => !severity || a.severity === severity)
     .sort((a, b) => (a.opened_at < b.opened_at ? 1 : a.opened_at > b.opened_at ? -1 : a.alert_id < b.alert_id ? 1 : -1))
     .slice(0, MAX_ALERTS);
   $("alerts").replaceChildren(...list.map((a) => alertItem(a, a.alert_id === freshId)));
@@ -705,6 +718,121 @@ async function refreshDevice() {
   }
 }
 
+// ---------- stale sensors ----------
+async function refreshStale() {
+  try {
+    const page = await api("/alerts?rule=stale&status=open&limit=200");
+    const items = page.items.map((a) => {
+      const lastSeen = new Date(Date.parse(a.opened_at) - a.threshold * 1000).toISOString();
+      return el("li", { class: "open", "data-device": a.device_id, onclick: () => { selectDevice(a.device_id); selectAlert(a.alert_id); } },
+        el("span", { class: "badge", text: "stale" }),
+        el("span", { class: "what", text: `${a.device_id} · ${a.sensor_type}` }),
+        el("span", { class: "when", text: `last reading ${shortTime(lastSeen)}` }),
+        el("span"),
+        el("span", { class: "where", text: `${a.site_id} / ${a.zone_id} · last value ${fmt(a.value, a.sensor_type)} · silent > ${a.threshold} s` }));
+    });
+    $("stale").replaceChildren(...(items.length ? items : [el("li", { class: "empty", text: "Every sensor is reporting." })]));
+    $("st-meta").textContent = `${page.items.length} stale`;
+  } catch (error) {
+    $("st-meta").textContent = `unavailable: ${error.message}`;
+  }
+}
+
+// ---------- alert rules (admin key) ----------
+const RULE_COLUMNS = ["rule_id", "sensor_type", "direction", "open_at", "resolve_at", "scope", "for_s", "severity", "effective_from", "versions"];
+
+function scopeOf(rule) {
+  if (rule.device_id) return `device ${rule.device_id}`;
+  if (rule.zone_id) return `zone ${rule.site_id}/${rule.zone_id}`;
+  if (rule.site_id) return `site ${rule.site_id}`;
+  return "everywhere";
+}
+
+function ruleCells(rule, count) {
+  const values = { ...rule, scope: scopeOf(rule), effective_from: shortTime(rule.effective_from), versions: count };
+  return RULE_COLUMNS.map((c) => el("td", { text: String(values[c] ?? "") }));
+}
+
+async function loadRules() {
+  try {
+    const rules = (await api("/rules")).items;
+    const head = el("tr", {}, ...RULE_COLUMNS.map((c) => el("th", { text: c.replace("_", " ") })));
+    const rows = rules.map((r) => el("tr", {
+      class: `rule${r.enabled ? "" : " off"}${state.rule === r.rule_id ? " selected" : ""}`,
+      "data-rule-id": r.rule_id,
+      onclick: () => selectRule(r.rule_id),
+    }, ...ruleCells(r, r.version_count)));
+    $("rules").replaceChildren(head, ...rows);
+    $("rule-form").hidden = false;
+    $("ru-meta").textContent = `${rules.length} rules · a change reaches every worker within seconds`;
+    if (state.rule) await selectRule(state.rule);
+  } catch (error) {
+    $("ru-meta").textContent = `rules unavailable: ${error.message}`;
+  }
+}
+
+async function selectRule(ruleId) {
+  state.rule = ruleId;
+  for (const row of document.querySelectorAll("#rules tr.rule")) row.classList.toggle("selected", row.dataset.ruleId === ruleId);
+  const detail = await api(`/rules/${encodeURIComponent(ruleId)}`);
+  $("rv-title").hidden = false;
+  $("rv-title").textContent = `Versions of ${ruleId}`;
+  const head = el("tr", {}, ...["version", "revision", "enabled", ...RULE_COLUMNS.slice(1, -1), "by"].map((c) => el("th", { text: c.replace("_", " ") })));
+  const rows = detail.versions.map((v) => el("tr", { class: v.enabled ? "" : "off" },
+    el("td", { text: String(v.version) }), el("td", { text: String(v.revision) }), el("td", { text: String(v.enabled) }),
+    ...ruleCells(v, "").slice(1, -1), el("td", { text: v.created_by || "" })));
+  $("rule-versions").replaceChildren(head, ...rows);
+  const form = $("rule-form");
+  for (const name of ["rule_id", "sensor_type", "direction", "open_at", "resolve_at", "site_id", "zone_id", "device_id", "for_s", "severity"]) {
+    form.elements[name].value = detail[name] ?? "";
+  }
+  form.elements.enabled.checked = true;
+  form.elements.effective_from.value = "";
+}
+
+function ruleBody(form) {
+  const body = {
+    sensor_type: form.elements.sensor_type.value,
+    direction: form.elements.direction.value,
+    open_at: Number(form.elements.open_at.value),
+    resolve_at: Number(form.elements.resolve_at.value),
+    for_s: Number(form.elements.for_s.value || 0),
+    severity: form.elements.severity.value,
+    enabled: form.elements.enabled.checked,
+  };
+  for (const name of ["site_id", "zone_id", "device_id", "effective_from"]) {
+    const value = form.elements[name].value.trim();
+    if (value) body[name] = value;
+  }
+  return body;
+}
+
+async function saveRule(event) {
+  event.preventDefault();
+  const form = $("rule-form");
+  const ruleId = form.elements.rule_id.value.trim();
+  $("rule-error").textContent = "";
+  try {
+    await api(`/rules/${encodeURIComponent(ruleId)}`, { method: "PUT", body: ruleBody(form) });
+    state.rule = ruleId;
+    await loadRules();
+  } catch (error) {
+    $("rule-error").textContent = error.detail || error.message;
+  }
+}
+
+async function turnRuleOff() {
+  const ruleId = $("rule-form").elements.rule_id.value.trim();
+  $("rule-error").textContent = "";
+  try {
+    await api(`/rules/${encodeURIComponent(ruleId)}`, { method: "DELETE" });
+    state.rule = ruleId;
+    await loadRules();
+  } catch (error) {
+    $("rule-error").textContent = error.detail || error.message;
+  }
+}
+
 // ---------- lists, wiring, refresh loop ----------
 async function refreshLists() {
   try {
@@ -723,7 +851,7 @@ async function refreshLists() {
 }
 
 async function refreshAll() {
-  await Promise.all([refreshHeatmap(), refreshTrends(), refreshDevice(), refreshAlert()]);
+  await Promise.all([refreshHeatmap(), refreshTrends(), refreshDevice(), refreshAlert(), refreshStale()]);
   setUpdated();
 }
 
@@ -740,6 +868,11 @@ async function main() {
   $("dev-select").addEventListener("change", () => { state.device = $("dev-select").value || null; refreshDevice(); });
   $("al-open-only").addEventListener("change", () => renderAlerts(null));
   $("al-unacked").addEventListener("change", () => renderAlerts(null));
+  $("al-severity").addEventListener("change", () => renderAlerts(null));
+  fillSelect($("rule-form").elements.sensor_type, SENSORS);
+  $("rules-load").addEventListener("click", loadRules);
+  $("rule-form").addEventListener("submit", saveRule);
+  $("rule-off").addEventListener("click", turnRuleOff);
   $("key-form").addEventListener("submit", useKey);
   $("key-forget").addEventListener("click", forgetKey);
   updateScopeVisibility();

@@ -21,9 +21,11 @@ Exactness rests on three invariants:
   a restart replays the events after a snapshot with the rules the first run used for them, so a rule change can
   never make a replay disagree with what was published.
 
-The steps live in sibling modules, one each: dedup_ids.py (the ids kept), open_windows.py (the windows),
-state_stale.py (stale sensors), state_snapshot.py with state_records.py (stored records and their formats),
-batch_result.py (what a batch produces). This module owns the per-device columns and runs a batch through them.
+This module owns the per-device columns, judges each event (fence, duplicate, too late: SPEC §3–§4), keeps the
+latest values, and runs a batch through the other steps, which live in sibling modules, one each: dedup_ids.py
+(the ids kept), open_windows.py (the windows), state_thresholds.py and state_stale.py (threshold and stale alert
+episodes), batch_result.py (what a batch produces), state_snapshot.py with state_records.py (stored records and
+their formats).
 
 Pure logic: numpy, msgspec and the project's pure modules; no Faust, Kafka or database.
 """
@@ -34,10 +36,17 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from telemetrypulse import alerts, stale, state_snapshot, state_stale
-from telemetrypulse.alerts import ABOVE, BELOW, Reading
-from telemetrypulse.batch_result import AcceptedEvents, AlertOutputs, BatchResult, uuid_text
-from telemetrypulse.changes import LATEST_ROW, RAW_ROW, SENSORS, WINDOW_ROW
+from telemetrypulse import stale, state_snapshot, state_stale, state_thresholds
+from telemetrypulse.batch_result import (
+    ACCEPTED,
+    DUPLICATE,
+    LATE,
+    AcceptedEvents,
+    AlertOutputs,
+    BatchResult,
+    add_change_rows,
+)
+from telemetrypulse.changes import SENSORS
 from telemetrypulse.decode import DecodedBatch
 from telemetrypulse.dedup_ids import MAX_DEVICES, IdStore, id_keys
 from telemetrypulse.open_windows import OpenWindows
@@ -47,9 +56,6 @@ from telemetrypulse.state_arrays import group_starts
 US = 1_000_000
 NONE_TS = stale.NONE_TS  # "no watermark" / "no latest value": below every representable ts_event
 SENSOR_COUNT = len(SENSORS)
-
-# Event statuses, per event of a batch.
-REPLAYED, DUPLICATE, LATE, ACCEPTED = 0, 1, 2, 3
 
 
 class PartitionState:
@@ -227,7 +233,7 @@ class PartitionState:
             self._ids.add(id_key[accepted], acc.ids, acc.ts, self._watermark, self.grace_us)
             windows = self._windows.fold(acc.dev, acc.sensor, acc.ts, acc.value, acc.offset, self.grace_us)
             outputs = AlertOutputs()
-            self._step_alerts(batch, acc, outputs)
+            state_thresholds.step(self, batch, acc, outputs)
             # Stale episodes are judged against the latest values as they were before the batch: first.
             walked = state_stale.step(self, batch, acc, outputs) if self.stale_us else None
             latest = self._update_latest(batch, acc)
@@ -237,7 +243,7 @@ class PartitionState:
             self.record_max = max(self.record_max, int(acc.record.max()))
             outputs.into(result, emit)
         if emit:
-            self._emit_rows(batch, result, position, status, ingest_us, acc, windows, latest)
+            add_change_rows(result, batch, position, status, ingest_us, acc, self._windows, windows, latest)
         # Only now: a compaction moves the windows whose positions the rows above were read from.
         self._windows.maybe_compact(self._watermark)
         return result
@@ -331,103 +337,12 @@ class PartitionState:
         self._latest_dims[d, s] = _dims_array(batch)[batch.dim[acc.position[best]]]
         return best
 
-    def _step_alerts(self, batch: DecodedBatch, acc: AcceptedEvents, outputs: AlertOutputs) -> None:
-        """Threshold episodes (alerts.step) under the rules in force, walked only over the (device, sensor) groups
-        and directions where an episode is open or pending, or a reading could violate some enabled rule."""
-        rules = self.rules
-        dev, sensor, value = acc.dev, acc.sensor, acc.value
-        up = self._episode_active[dev, sensor, ABOVE] | (value > rules.open_above_bound[sensor])
-        down = self._episode_active[dev, sensor, BELOW] | (value < rules.open_below_bound[sensor])
-        if not (up.any() or down.any()):
-            return
-        group_key = dev * SENSOR_COUNT + sensor
-        up_groups, down_groups = np.unique(group_key[up]), np.unique(group_key[down])
-        walk = np.flatnonzero(np.isin(group_key, np.union1d(up_groups, down_groups)))
-        walk = walk[
-            np.argsort(group_key[walk], kind="stable")
-        ]  # by device and offset already: offsets stay in order
-        directions = {}
-        for kind, groups in ((ABOVE, up_groups), (BELOW, down_groups)):
-            for g in groups.tolist():
-                directions[g] = (*directions.get(g, ()), kind)
-        dims, dim = batch.dims, batch.dim
-        columns = (group_key[walk], acc.position[walk], value[walk], acc.ts[walk], acc.offset[walk])
-        for i, g, p, v, t, o in zip(walk.tolist(), *(c.tolist() for c in columns), strict=True):
-            d, s = divmod(g, SENSOR_COUNT)
-            device_id, site_id, zone_id = dims[dim[p]]
-            reading = Reading(uuid_text(acc.ids[i]), device_id, site_id, zone_id, SENSORS[s], v, t)
-            for kind in directions[g]:
-                above = kind == ABOVE
-                rule = rules.applicable(device_id, site_id, zone_id, s, above, t)
-                key = (d, s, kind)
-                episode, message, peak_moved = alerts.step(self._episodes.get(key), reading, rule, above)
-                if episode is None:
-                    self._episodes.pop(key, None)
-                else:
-                    self._episodes[key] = episode
-                self._episode_active[d, s, kind] = episode is not None
-                if message is not None:
-                    outputs.message((o, AlertOutputs.AT, kind), message)
-                elif peak_moved:
-                    outputs.row((o, AlertOutputs.AT, kind), dict(episode))
-
     # -- stale sensors (state_stale.py) ----------------------------------------------------------------------
 
     def stale_by_clock(self, now_us: int) -> BatchResult:
         """Stale episodes of a silent partition by the worker's clock (stale.py): for a live partition with nothing
         to read, the watermark advanced by the time since its newest record. Changes only stale episodes."""
         return state_stale.by_clock(self, now_us)
-
-    def _emit_rows(
-        self, batch, result, position, status, ingest_us, acc: AcceptedEvents, windows, latest
-    ) -> None:
-        """The changes rows of the batch (changes.py): raw, windows and latest values."""
-        # Raw rows: accepted and too-late events, in source order.
-        by_position = np.full(len(batch), REPLAYED, np.int64)
-        by_position[position] = status
-        stored = np.flatnonzero(by_position >= LATE)
-        raw = np.empty(len(stored), RAW_ROW)
-        raw["dim"] = batch.dim[stored]
-        raw["event_id"] = batch.event_id[stored]
-        raw["sensor"] = batch.sensor[stored]
-        raw["late"] = by_position[stored] == LATE
-        raw["unit_given"] = batch.unit_given[stored]
-        raw["value"] = batch.value[stored]
-        raw["ts_us"] = batch.ts_us[stored]
-        raw["ingest_us"] = np.asarray(ingest_us, np.int64)[stored]
-
-        # Each window the batch touched, whole, as it is after the batch.
-        window_rows = np.empty(0, WINDOW_ROW)
-        if windows is not None:
-            _, last_event, at = windows
-            window_rows, _ = self._windows.rows(at, WINDOW_ROW)
-            window_rows["dim"] = batch.dim[acc.position[last_event]]  # site/zone of the last event folded
-
-        # Each latest value the batch replaced.
-        latest_rows = np.empty(0, LATEST_ROW)
-        if latest is not None and len(latest):
-            p = acc.position[latest]
-            latest_rows = np.empty(len(p), LATEST_ROW)
-            latest_rows["dim"] = batch.dim[p]
-            latest_rows["sensor"] = batch.sensor[p]
-            latest_rows["value"] = batch.value[p]
-            latest_rows["ts_us"] = batch.ts_us[p]
-            latest_rows["event_id"] = batch.event_id[p]
-            latest_rows["version"] = acc.offset[latest]
-
-        # Only the dims some row refers to (a device whose events were all duplicates or replays has none).
-        used = None
-        if result.duplicates or result.replayed:
-            used = np.unique(np.concatenate([raw["dim"], window_rows["dim"], latest_rows["dim"]]))
-        if used is not None and len(used) < len(batch.dims):
-            remap = np.zeros(len(batch.dims), np.uint32)
-            remap[used] = np.arange(len(used), dtype=np.uint32)
-            for rows in (raw, window_rows, latest_rows):
-                rows["dim"] = remap[rows["dim"]]
-            result.dims = [batch.dims[i] for i in used.tolist()]
-        else:
-            result.dims = list(batch.dims)
-        result.raw, result.windows, result.latest = raw, window_rows, latest_rows
 
     # -- snapshots (state_snapshot.py) ----------------------------------------------------------------------
 

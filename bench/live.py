@@ -43,7 +43,7 @@ from devkit.databases import window_sums
 from devkit.epoch import EPOCH
 from devkit.processes import ChildProcess
 from telemetrypulse.simulator import Topology
-from telemetrypulse.state import PARTITION_KEY, decode_device_record
+from telemetrypulse.state_records import PARTITION_KEY, decode_device_record
 
 PROBE_DEVICES = 96  # a sample: each costs PostgreSQL one index probe per poll
 

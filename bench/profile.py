@@ -146,7 +146,10 @@ def summarize(folded: Path, top: int = 25) -> dict:
 _AREAS = (
     ("telemetrypulse/models.py", "validation (models.py, decode*.py)"),
     ("telemetrypulse/decode", "validation (models.py, decode*.py)"),
-    ("telemetrypulse/state.py", "partition state (state.py)"),
+    ("telemetrypulse/state", "partition state (state.py)"),  # state.py and its state_*.py steps
+    ("telemetrypulse/dedup_ids.py", "partition state (state.py)"),
+    ("telemetrypulse/open_windows.py", "partition state (state.py)"),
+    ("telemetrypulse/batch_result.py", "partition state (state.py)"),
     ("telemetrypulse/windows.py", "partition state (state.py)"),
     ("telemetrypulse/alerts.py", "partition state (state.py)"),
     ("telemetrypulse/changes.py", "change records (changes.py)"),

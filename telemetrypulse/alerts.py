@@ -3,7 +3,8 @@
 An episode is kept per (device, sensor, kind), kind ABOVE, BELOW (threshold rules by direction) or STALE. A threshold
 episode is None, pending (a rule with for_s > 0 is violated, not yet long enough: a dict with status "pending") or
 open (a dict that is the open message). `step` walks one accepted reading through one direction; the batch engine
-(state.py) calls it only for (device, sensor) groups where something can happen, in each device's topic order.
+(state_thresholds.py) calls it only for (device, sensor) groups where something can happen, in each device's topic
+order.
 Stale episodes are opened and resolved by stale.py; their messages are built here.
 
 Pure logic: no Faust, Kafka or database.

@@ -19,7 +19,7 @@ in every replay of the same topic, and whatever the clock check raised, the next
 alert ids, same fields: they depend only on the last reading). A replay of historic data into other topics has
 record times far from its event times, is never live, and raises only what its event times show.
 
-Pure numpy; state.py owns the arrays and calls these.
+Pure numpy; state.py owns the arrays and state_stale.py calls these.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from telemetrypulse.app import app, settings
 from telemetrypulse.recovery import FencedTable
-from telemetrypulse.state import record_fence
+from telemetrypulse.state_records import record_fence
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 

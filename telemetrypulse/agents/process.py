@@ -38,9 +38,11 @@ from faust.types import TP
 
 from telemetrypulse import changes, metrics
 from telemetrypulse.app import app, settings
+from telemetrypulse.batch_result import BatchResult
 from telemetrypulse.decode import DecodedBatch, decode_batch
 from telemetrypulse.models import dlq_record, now_us
-from telemetrypulse.state import PARTITION_KEY, BatchResult, PartitionState, stored_rules_revision
+from telemetrypulse.state import PartitionState
+from telemetrypulse.state_records import PARTITION_KEY, stored_rules_revision
 from telemetrypulse.topology import (
     alerts_topic,
     changes_topic,

@@ -30,7 +30,7 @@ from devkit.paths import TEST_OUTPUT
 from devkit.processes import ChildProcess
 from devkit.waiting import wait_for
 from telemetrypulse.names import internal_names
-from telemetrypulse.state import record_fence
+from telemetrypulse.state_records import record_fence
 from tests.integration.test_pipeline_exact import assert_matches_model
 from tests.pipeline_model import Dataset, Expected, Message, expected_outcome
 

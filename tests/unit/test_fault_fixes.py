@@ -17,7 +17,8 @@ from telemetrypulse.models import DLQ_MAX_PAYLOAD_BYTES, Invalid, dlq_record
 from telemetrypulse.names import internal_names
 from telemetrypulse.recovery import FencedTable
 from telemetrypulse.simulator import generate_events
-from telemetrypulse.state import PARTITION_KEY, PartitionState, record_fence
+from telemetrypulse.state import PartitionState
+from telemetrypulse.state_records import PARTITION_KEY, record_fence
 
 NAMES = internal_names("unit")
 CHANGELOG = NAMES.partition_state_changelog

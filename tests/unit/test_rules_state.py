@@ -15,7 +15,8 @@ from telemetrypulse import alerts
 from telemetrypulse.changes import AlertRow
 from telemetrypulse.models import Event, iso_utc, now_us, to_us, validate_event
 from telemetrypulse.rules import RuleBook, RuleVersion
-from telemetrypulse.state import PARTITION_KEY, PartitionState, decode_device_record
+from telemetrypulse.state import PartitionState
+from telemetrypulse.state_records import PARTITION_KEY, decode_device_record
 from tests.rules_model import (
     GRACE_S,
     STALE_AFTER_S,

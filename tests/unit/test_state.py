@@ -16,18 +16,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from telemetrypulse import alerts
-from telemetrypulse import state as state_module
+from telemetrypulse import alerts, dedup_ids
+from telemetrypulse.batch_result import BatchResult
 from telemetrypulse.changes import SENSORS, AlertRow
 from telemetrypulse.decode import DecodedBatch
 from telemetrypulse.models import Event, Invalid, iso_utc, now_us, to_us, validate_event
-from telemetrypulse.state import (
-    PARTITION_KEY,
-    BatchResult,
-    PartitionState,
-    decode_device_record,
-    record_fence,
-)
+from telemetrypulse.state import PartitionState
+from telemetrypulse.state_records import PARTITION_KEY, decode_device_record, record_fence
 from tests.pipeline_model import GRACE_S, build_dataset, expected_outcome, parse_us
 
 T0 = to_us(datetime(2026, 3, 1, 23, 55, tzinfo=UTC))
@@ -339,7 +334,7 @@ def _crash(partition: Partition, published_up_to: int, rng: random.Random) -> No
 def test_id_hash_collisions_only_slow_things_down(dataset, expected, monkeypatch):
     """Ids are found by a short hash first; with a 1-bit hash nearly every event has a look-alike, goes down the
     exact per-event path, and the outcome (through a snapshot, a load and a replay) is still the model's."""
-    monkeypatch.setattr(state_module, "_ID_HASH_BITS", 1)
+    monkeypatch.setattr(dedup_ids, "_ID_HASH_BITS", 1)
     partition = Partition(dataset)
     half = len(partition) // 2
     partition.run(0, half, 100)

@@ -24,6 +24,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from telemetrypulse.access import Scope
 from telemetrypulse.api import lifecycle
 from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
+from telemetrypulse.api.alert_schemas import AcknowledgeIn, Alert, AlertDetail, AlertPage, Note, NoteIn
 from telemetrypulse.api.auth import READ_ACCESS, OperateKey, auth_errors
 from telemetrypulse.api.csv_export import csv_response, csv_response_doc, encode_rows
 from telemetrypulse.api.data_access import Reader, WhereClause
@@ -41,18 +42,7 @@ from telemetrypulse.api.deps import (
 )
 from telemetrypulse.api.errors import InvalidParameter, NotFound
 from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS, decode_cursor, encode_cursor
-from telemetrypulse.api.schemas import (
-    AcknowledgeIn,
-    Alert,
-    AlertDetail,
-    AlertPage,
-    AlertStatus,
-    Note,
-    NoteIn,
-    OutputFormat,
-    SensorType,
-    Severity,
-)
+from telemetrypulse.api.schemas import AlertStatus, OutputFormat, SensorType, Severity
 from telemetrypulse.models import iso_utc, now_us
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=READ_ERRORS)

@@ -10,7 +10,8 @@ from uuid import UUID
 
 from telemetrypulse.alerts import RULES
 from telemetrypulse.api.errors import InvalidParameter
-from telemetrypulse.api.schemas import ErrorResponse, Level, Thresholds
+from telemetrypulse.api.history_schemas import Thresholds
+from telemetrypulse.api.schemas import ErrorResponse, Level
 from telemetrypulse.models import SENSOR_UNITS, from_us, to_us
 
 INVALID = {422: {"model": ErrorResponse, "description": "A parameter is invalid (the message names it)"}}

@@ -11,9 +11,9 @@ from telemetrypulse.api.alert_feed import ALERT_COLUMNS, ALERT_SOURCE
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import ID_PATTERN, DeviceIdPath, LimitQuery, ReaderDep, SiteIdQuery, ZoneIdQuery
+from telemetrypulse.api.device_schemas import DeviceDetail, DeviceList
 from telemetrypulse.api.errors import NotFound
 from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS, unit_of
-from telemetrypulse.api.schemas import DeviceDetail, DeviceList
 
 # Reads need the read scope once some key has it (SPEC §10).
 router = APIRouter(

@@ -13,9 +13,10 @@ from fastapi import APIRouter
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.deps import AtQuery, MetricQuery, ReaderDep, RequiredSensorQuery, WindowQuery
+from telemetrypulse.api.history_schemas import Heatmap
 from telemetrypulse.api.routes.common import READ_ERRORS, level_of, thresholds_of, unit_of
 from telemetrypulse.api.routes.trends import floor_to_window
-from telemetrypulse.api.schemas import Heatmap, HeatmapMetric, WindowSize
+from telemetrypulse.api.schemas import HeatmapMetric, WindowSize
 
 # Reads need the read scope once some key has it (SPEC §10).
 router = APIRouter(

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import IngestKey, auth_errors
 from telemetrypulse.api.deps import StateDep
+from telemetrypulse.api.device_schemas import IngestAccepted, IngestBatchResult
 from telemetrypulse.api.errors import InvalidParameter, PayloadTooLarge
 from telemetrypulse.api.http_metrics import INGESTED
 from telemetrypulse.api.routes.common import UNAVAILABLE
-from telemetrypulse.api.schemas import ErrorResponse, IngestAccepted, IngestBatchResult
+from telemetrypulse.api.schemas import ErrorResponse
 from telemetrypulse.models import Event, Invalid, now_us, validate_event
 
 MAX_BATCH = 1000

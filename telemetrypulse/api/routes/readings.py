@@ -27,8 +27,9 @@ from telemetrypulse.api.csv_export import SQL_BOOL, SQL_TIME, csv_response, csv_
 from telemetrypulse.api.data_access import Reader, WhereClause
 from telemetrypulse.api.deps import DeviceIdPath, EndQuery, FormatQuery, QueryTime, ReaderDep, SensorTypeQuery
 from telemetrypulse.api.errors import InvalidParameter, NotFound
+from telemetrypulse.api.history_schemas import Reading, ReadingPage
 from telemetrypulse.api.routes.common import NOT_FOUND, READ_ERRORS, decode_cursor, encode_cursor
-from telemetrypulse.api.schemas import OutputFormat, Reading, ReadingPage
+from telemetrypulse.api.schemas import OutputFormat
 from telemetrypulse.models import SENSOR_UNITS
 
 router = APIRouter(

@@ -18,7 +18,7 @@ from telemetrypulse.api.auth import AdminKey, auth_errors, scope_first_route
 from telemetrypulse.api.deps import QueryTime, SensorTypeQuery, StateDep
 from telemetrypulse.api.errors import InvalidParameter, NotFound
 from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
-from telemetrypulse.api.schemas import RuleDetail, RuleIn, RuleList, RuleSummary
+from telemetrypulse.api.rule_schemas import RuleDetail, RuleIn, RuleList, RuleSummary
 from telemetrypulse.models import iso_utc, now_us, to_us
 from telemetrypulse.rules import RULE_ID_PATTERN, RuleVersion, problems_of
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.deps import ReaderDep
+from telemetrypulse.api.device_schemas import SiteList
 from telemetrypulse.api.routes.common import UNAVAILABLE
-from telemetrypulse.api.schemas import SiteList
 
 # Reads need the read scope once some key has it (SPEC §10).
 router = APIRouter(

@@ -15,8 +15,8 @@ from telemetrypulse.access import Scope
 from telemetrypulse.api.auth import READ_ACCESS, auth_errors
 from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import ReaderDep, SiteIdQuery
+from telemetrypulse.api.device_schemas import LiveStatus
 from telemetrypulse.api.routes.common import READ_ERRORS, level_of, unit_of
-from telemetrypulse.api.schemas import LiveStatus
 
 # Reads need the read scope once some key has it (SPEC §10).
 router = APIRouter(

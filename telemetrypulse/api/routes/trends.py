@@ -29,8 +29,9 @@ from telemetrypulse.api.deps import (
     ZoneIdQuery,
 )
 from telemetrypulse.api.errors import InvalidParameter
+from telemetrypulse.api.history_schemas import TrendPoint, Trends, TrendScope
 from telemetrypulse.api.routes.common import READ_ERRORS, unit_of
-from telemetrypulse.api.schemas import OutputFormat, TrendPoint, Trends, TrendScope, WindowSize
+from telemetrypulse.api.schemas import OutputFormat, WindowSize
 
 # Reads need the read scope once some key has it (SPEC §10).
 router = APIRouter(

@@ -19,14 +19,8 @@ from telemetrypulse.api.data_access import WhereClause
 from telemetrypulse.api.deps import LimitQuery, ReaderDep, StateDep
 from telemetrypulse.api.errors import InvalidParameter, NotFound
 from telemetrypulse.api.routes.common import BAD_BODY, NOT_FOUND, READ_ERRORS
-from telemetrypulse.api.schemas import (
-    AlertStatus,
-    DeliveryState,
-    Webhook,
-    WebhookDeliveryPage,
-    WebhookIn,
-    WebhookList,
-)
+from telemetrypulse.api.schemas import AlertStatus, DeliveryState
+from telemetrypulse.api.webhook_schemas import Webhook, WebhookDeliveryPage, WebhookIn, WebhookList
 from telemetrypulse.webhooks import RECEIVER_NAME_PATTERN, url_problem
 
 router = APIRouter(

@@ -108,15 +108,23 @@ class FencedTable(faust.Table):
     async def write_records(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
         """Store `records` in one partition, locally (one RocksDB write batch) and in the changelog, and return
         once Kafka has them. Faust's own `table[key] = value` takes the partition from the current stream event;
-        the batch engine writes outside any event, a whole partition at a time."""
+        the batch engine writes outside any event, a whole partition at a time.
+
+        The changelog records go straight to the app's producer rather than through `send_changelog`: Faust's path
+        (a buffered send, a future and a callback per record) cost ~150 µs of CPU per record, two CPU seconds per
+        snapshot of 12,500 devices. What its callback did — remember in RocksDB the changelog offset the local
+        data covers, so that a restart reads the changelog only from there — is done here once per write."""
         if not records:
             return
         batch = WriteBatch(raw_mode=True)
         for key, value in records:
             batch.put(key, value)
         self.data._db_for_partition(partition).write(batch)
-        futures = [self.send_changelog(partition, key, value) for key, value in records]
-        await asyncio.gather(*futures)
+        producer = self.app.producer
+        topic = self.changelog_topic.get_topic_name()
+        futures = [await producer.send(topic, key, value, partition, None, None) for key, value in records]
+        sent = await asyncio.gather(*futures)
+        self.data.set_persisted_offset(TP(topic, partition), max(metadata.offset for metadata in sent))
 
     def _stored(self, partition: int, key: bytes) -> bytes | None:
         store = self.data

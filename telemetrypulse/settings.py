@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=0, le=65535)  # Faust's web server (/metrics); 0 disables it
     # How often each partition's state is snapshotted to the table (also at revocation and shutdown); a crash
     # replays at most this much of the events topic into the state.
-    snapshot_interval_s: float = Field(10.0, gt=0, le=3600)
+    snapshot_interval_s: float = Field(30.0, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The PostgreSQL sink process (`telemetrypulse sink`).
     sink_web_port: int = Field(6067, ge=0, le=65535)  # its /metrics on 127.0.0.1; 0 disables it

@@ -99,7 +99,7 @@ class EventsProcessor:
             events_tps = [tp for tp in assignment if tp.topic == settings.topic_events]
             ends = await app.consumer.highwaters(*events_tps) if events_tps else {}
             feed = app.rule_feed
-            for tp in events_tps:
+            for index, tp in enumerate(events_tps):
                 records = list(partition_state_table.records(tp.partition))
                 # A snapshot may name a revision this worker has not read yet (written by one that read further).
                 await feed.wait_for(stored_rules_revision(records))
@@ -114,7 +114,10 @@ class EventsProcessor:
                     state.load(records, rules_at=feed.book.at)
                 self.states[tp.partition] = state
                 self.published[tp.partition] = state.snapshot_offset
-                self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s
+                # Staggered: partitions snapshot one after another through the interval, not all at once (a
+                # snapshot holds the lock until Kafka has it; 12,500 devices at once stalled processing ~1 s).
+                stagger = (index + 1) / len(events_tps)
+                self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s * stagger
                 self.switch_after[tp.partition] = ends.get(tp) or 0
                 starts[tp] = state.snapshot_offset + 1
                 if not stored:

@@ -20,6 +20,14 @@ import psutil
 from bench import harness
 from bench.profile import COMPONENTS
 from devkit.paths import ROOT
+from telemetrypulse.settings import Settings
+from telemetrypulse.transport import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
+
+# The tunables of the worker and the sink a run reports (the environment's value, else the default).
+PIPELINE_TUNABLES = [
+    (field.upper(), Settings.model_fields[field].default)
+    for field in ("snapshot_interval_s", "sink_batch_max_records", "stale_after_s")
+]
 
 # Issue 11's targets ("Must show").
 TARGET_BATCH_RATIO = 1.0  # the worker end to end vs the batch baseline, on both datasets
@@ -147,8 +155,10 @@ async def machine_facts(stack: dict[str, str]) -> dict:
             else "none (the product as committed)"
         ),
         "worker_settings": ", ".join(
-            f"{name}={os.environ.get(name, default)}"
-            for name, default in (("WORKER_BATCH_MAX", "4000"), ("WORKER_BATCH_WITHIN_S", "0.05"))
+            [
+                *(f"{name}={os.environ.get(name, default)}" for name, default in PIPELINE_TUNABLES),
+                f"fetch wait {FETCH_MAX_WAIT_MS} ms / {FETCH_MIN_BYTES // 1024} KiB",
+            ]
         ),
     }
 

@@ -35,9 +35,16 @@ READ_SOURCES = {
     "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "0870ec53dea75083",
     # recovery.SeekFirstRecovery.on_recovery_completed is this method with the seek before the resume.
     "faust.tables.recovery:Recovery.on_recovery_completed": "6ef567acf072e46d",
-    # recovery.FencedTable.write_records sends changelog records the way tables do.
+    # recovery.FencedTable.write_records sends changelog records straight to the producer and then does what
+    # the table's send callback does (remember the persisted offset).
     "faust.tables.base:Collection.send_changelog": "3dd3884e1b5fc0e1",
     "faust.tables.base:Collection._on_changelog_sent": "60122c86a120d82c",
+    "faust.transport.drivers.aiokafka:Producer.send": "0b5bd08f52e5e2a9",
+    "faust.stores.rocksdb:Store.set_persisted_offset": "b4c811926678346e",
+    # transport.PipelineConsumerThread._create_worker_consumer sets the fetch wait and minimum that
+    # AIOKafkaConsumer.start() hands to its Fetcher.
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": "c2701bfc3e6f6cad",
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.start": "2f1ba70443327538",
     "faust.stores.rocksdb:Store.apply_changelog_batch": "ea3344d369fc4ab5",
     # app.PipelineApp._stop_consumer snapshots before this runs; agents.process relies on the revoked signal.
     "faust.app.base:App._stop_consumer": "55854a5de12c3f52",

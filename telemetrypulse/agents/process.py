@@ -114,14 +114,14 @@ class EventsProcessor:
                     state.load(records, rules_at=feed.book.at)
                 self.states[tp.partition] = state
                 self.published[tp.partition] = state.snapshot_offset
-                # Staggered: partitions snapshot one after another through the interval, not all at once (a
-                # snapshot holds the lock until Kafka has it; 12,500 devices at once stalled processing ~1 s).
-                stagger = (index + 1) / len(events_tps)
-                self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s * stagger
                 self.switch_after[tp.partition] = ends.get(tp) or 0
                 starts[tp] = state.snapshot_offset + 1
                 if not stored:
                     await self._snapshot(tp.partition)  # the revision its first events are judged by
+                # Staggered: partitions snapshot one after another through the interval, not all at once (a
+                # snapshot holds the lock until Kafka has it; 12,500 devices at once stalled processing ~3 s).
+                stagger = (index + 1) / len(events_tps)
+                self.snapshot_due[tp.partition] = time.monotonic() + settings.snapshot_interval_s * stagger
                 metrics.PARTITION_RULES_REVISION.labels(str(tp.partition)).set(state.rules_revision)
                 log.info(
                     "partition %d: state of %d devices, snapshot up to offset %d, rule revision %d",

@@ -114,7 +114,9 @@ async def test_f4_rebalances_join_leave_rejoin_sigkill(pipeline):
 
 async def test_scale_out_two_workers_share_partitions_exactly(pipeline):
     dataset = build_dataset(seed=105)
-    w0, w1 = pipeline.add_worker(), pipeline.add_worker()
+    # Snapshots every 2 s: the takeover below is judged by how little of worker-1's changelog worker-0 still has
+    # to read, so worker-1 must have written some before it is killed (the default interval is longer than the run).
+    w0, w1 = pipeline.add_worker(SNAPSHOT_INTERVAL_S="2"), pipeline.add_worker(SNAPSHOT_INTERVAL_S="2")
     await start_all(pipeline, [w0, w1])
     async with FaultRun(pipeline, dataset, "S1-scale-out", chunks=16, pause_s=0.5) as run:
         await run.reached(0.3)

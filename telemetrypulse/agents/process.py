@@ -137,6 +137,13 @@ class EventsProcessor:
         for tp, offset in committed.items():
             if tp.topic == settings.topic_events and tp.partition in self.published and offset:
                 self.published[tp.partition] = max(self.published[tp.partition], offset - 1)
+        # A snapshot holds only events whose outputs were published, so everything it covers may be committed. Without
+        # this, a worker killed after a snapshot but before its first commit left the group's offset behind for good
+        # when nothing more arrived in that partition (no slice left to mark done).
+        for partition, state in self.states.items():
+            tp = TP(settings.topic_events, partition)
+            if state.snapshot_offset >= 0 and (committed.get(tp) or 0) < state.snapshot_offset + 1:
+                app.consumer.mark_done(tp, state.snapshot_offset + 1)
 
     async def release(self, partitions: Sequence[int]) -> None:
         """Partitions revoked, or the worker stopping: snapshot what is ours (between slices), then forget it."""

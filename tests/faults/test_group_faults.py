@@ -128,14 +128,16 @@ async def test_scale_out_two_workers_share_partitions_exactly(pipeline):
     # Takeover: worker-0 kept standby copies of worker-1's partitions, so it reads (almost) nothing.
     recoveries = len(recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog))
     w1.kill()
-    await wait_for(
-        lambda: (
-            len(recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog)) > recoveries
-            and "Worker ready" in w0.log_text()[-3000:]
-        ),
-        SESSION_TIMEOUT_S + 30,
-        what="worker-0 to take over",
-    )
+
+    def taken_over() -> bool:
+        # Ready again *after* the new recovery block (an earlier "Worker ready" may still be near the log's end).
+        text = w0.log_text()
+        return (
+            len(recovery_reads(text, pipeline.names.partition_state_changelog)) > recoveries
+            and "Worker ready" in text.rsplit("Highwater for active changelog partitions:", 1)[-1]
+        )
+
+    await wait_for(taken_over, SESSION_TIMEOUT_S + 30, what="worker-0 to take over")
     takeover = recovery_reads(w0.log_text(), pipeline.names.partition_state_changelog)[-1]
     run.report(
         dict(

@@ -766,7 +766,7 @@ def notes(results: dict) -> list[str]:
                 "not of the pipeline's path."
             )
         out.append(
-            "keep-up: backlog counts events in PostgreSQL through the 5-minute window rows (a cheap sum each "
+            "keep-up: backlog counts events in PostgreSQL through the 15-minute window rows (a cheap sum each "
             "second); the exactness check at the end compares them with the raw rows."
         )
     soak = results.get("soak")

@@ -80,13 +80,21 @@ class SeekFirstRecovery(Recovery):
 
 
 class PipelineTableManager(TableManager):
-    """Faust's TableManager with `SeekFirstRecovery` (selected by the app's `TableManager` setting)."""
+    """Faust's TableManager with `SeekFirstRecovery` (selected by the app's `TableManager` setting), started
+    without Faust's one-second pause."""
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
+
+    async def on_start(self) -> None:
+        # Faust's on_start sleeps one second first, for tables declared while the app starts. Ours are declared at
+        # import (topology.py), before the worker starts: the pause only delayed every start and restart by 1 s.
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class FencedTable(faust.Table):

@@ -33,6 +33,8 @@ READ_SOURCES = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records": "39a2c6c79fc1455a",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": "775ab0adc4b052ab",
     "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "0870ec53dea75083",
+    # recovery.PipelineTableManager.on_start is this method without its one-second sleep.
+    "faust.tables.manager:TableManager.on_start": "365dd25fbc0e0684",
     # recovery.SeekFirstRecovery.on_recovery_completed is this method with the seek before the resume.
     "faust.tables.recovery:Recovery.on_recovery_completed": "6ef567acf072e46d",
     # recovery.FencedTable.write_records sends changelog records straight to the producer and then does what

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from telemetrypulse.aio import wait_set
 from telemetrypulse.api.data_access import Reader
 from telemetrypulse.api.errors import DATABASE_DOWN, ServiceUnavailable
 from telemetrypulse.api.http_metrics import SSE_EVENTS, SSE_SUBSCRIBERS
@@ -124,8 +125,7 @@ class AlertFeed:
                 # Changes made while we were not listening are found by the cursor on this wake-up.
                 self._wake.set()
                 while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 30)
+                    await wait_set(lost, 30)
                     if not lost.is_set():
                         # A half-open TCP connection never terminates by itself; a ping finds it.
                         await conn.execute("SELECT 1", timeout=5)
@@ -145,8 +145,7 @@ class AlertFeed:
 
     async def _pump_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await wait_set(self._wake, self.poll_s)
             self._wake.clear()
             try:
                 await self.pump()

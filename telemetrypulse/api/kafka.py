@@ -13,6 +13,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from telemetrypulse.aio import wait_set
 from telemetrypulse.api.errors import KafkaUnavailable
 from telemetrypulse.settings import Settings, aiokafka_options
 
@@ -76,8 +77,7 @@ class EventPublisher:
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 self._retry_now.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_now.wait(), delay)
+                await wait_set(self._retry_now, delay)
                 delay = min(delay * 2, 10.0)
                 continue
             self._producer = producer
@@ -88,8 +88,7 @@ class EventPublisher:
     async def _ready_producer(self) -> AIOKafkaProducer:
         if not self._connected.is_set():
             self._retry_now.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), self.connect_wait_s)
+            await wait_set(self._connected, self.connect_wait_s)
         if self._producer is None:
             raise KafkaUnavailable(f"Kafka is not reachable ({self.last_error}); retry shortly")
         return self._producer

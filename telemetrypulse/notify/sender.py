@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import httpx
 
+from telemetrypulse.aio import wait_set
 from telemetrypulse.exceptions import OutboxError
 from telemetrypulse.notify import delivery_metrics
 from telemetrypulse.notify.outbox import Delivery, Outbox
@@ -181,14 +182,12 @@ class ReceiverSender:
 
     async def _idle(self, seconds: float) -> None:
         """Until new deliveries are enqueued for this receiver, or `seconds` pass, or stop."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_set(self._wake, seconds)
         self._wake.clear()
 
     async def _pause(self, seconds: float) -> None:
         """A back-off: new deliveries do not cut it short, only a stop does."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await wait_set(self._stop, seconds)
 
     # ------------------------------------------------------------------------------------------ one attempt
 

@@ -27,6 +27,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from telemetrypulse import db
+from telemetrypulse.aio import wait_set
 from telemetrypulse.exceptions import OutboxError, SettingsError, TelemetryPulseError
 from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.notify import delivery_metrics
@@ -234,8 +235,7 @@ class Notifier:
                     )
                     return False
                 log.warning("outbox: %s; retrying in %.1fs (offsets not committed)", e, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
+                await wait_set(self.stopping, delay)
                 delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------------------------------ control
@@ -249,8 +249,7 @@ class Notifier:
                 await self._update_pending()
             except OutboxError as e:
                 log.warning("control: %s", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.settings.webhook_poll_s)
+            await wait_set(self.stopping, self.settings.webhook_poll_s)
 
     async def _reload_receivers(self) -> None:
         assert self.outbox is not None

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from telemetrypulse.aio import wait_set
 from telemetrypulse.simulator.clock import format_ts
 from telemetrypulse.simulator.generation import DUPLICATE, VALID, Simulator
 
@@ -202,8 +202,7 @@ async def _produce_paced(
         tokens = min(capacity, tokens + (now - last) * rate)
         last = now
         if tokens < 1.0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), (1.0 - tokens) / rate)
+            await wait_set(stop, (1.0 - tokens) / rate)
             continue
         n = int(tokens)
         if count is not None:

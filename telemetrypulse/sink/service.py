@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from telemetrypulse import db, metrics
+from telemetrypulse.aio import wait_set
 from telemetrypulse.exceptions import SettingsError
 from telemetrypulse.kafka_admin import ensure_topics
 from telemetrypulse.settings import Settings, aiokafka_options, get_settings
@@ -199,8 +200,7 @@ class SinkService:
         self._pending -= revoked
         self._generation += 1
         if not self._attempt_done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._attempt_done.wait(), REVOKE_WAIT_S)
+            await wait_set(self._attempt_done, REVOKE_WAIT_S)
 
     async def _start_pending(self, consumer: AIOKafkaConsumer) -> bool:
         """Seek each pending partition to its stored position (or its beginning) and resume it; False while
@@ -318,8 +318,7 @@ class SinkService:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; False when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_set(self._stopping, seconds)
         return not self._stopping.is_set()
 
     async def _unless_stopping(self, awaitable: Awaitable[Any]) -> bool:

@@ -242,7 +242,10 @@ async def stream_alerts(
         queue = subscription.queue
         while not subscription.overflowed.is_set():
             try:
-                row = await asyncio.wait_for(queue.get(), heartbeat)
+                # asyncio.timeout, not wait_for: a client that leaves cancels this generator, and 3.11's wait_for
+                # can lose that cancellation when a row arrives at the same moment (telemetrypulse/aio.py).
+                async with asyncio.timeout(heartbeat):
+                    row = await queue.get()
             except TimeoutError:
                 yield ServerSentEvent(
                     event="heartbeat", data={"server_time": iso_utc(now_us()), "listening": feed.listening}

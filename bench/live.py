@@ -21,7 +21,6 @@ before (same 12,500 devices reporting more often), each with its own producer se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -42,6 +41,7 @@ from devkit import kafka_io
 from devkit.databases import window_sums
 from devkit.epoch import EPOCH
 from devkit.processes import ChildProcess
+from telemetrypulse.aio import wait_set
 from telemetrypulse.simulator import Topology
 from telemetrypulse.state_records import PARTITION_KEY, decode_device_record
 
@@ -152,10 +152,7 @@ class RowProbe:
                         at_since[device] = [r["event_id"]]
                     elif r["ts_event"] == since[device]:
                         at_since[device].append(r["event_id"])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stop.wait(), max(0.0, self.interval_s - (time.time() - started))
-                    )
+                await wait_set(self._stop, max(0.0, self.interval_s - (time.time() - started)))
         finally:
             if conn is not None:
                 await conn.close()
@@ -238,10 +235,7 @@ class BacklogMonitor:
                     self.errors += 1
                 else:
                     self.samples.append((started, sum(ends.values()), int(stored)))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stop.wait(), max(0.0, self.interval_s - (time.time() - started))
-                    )
+                await wait_set(self._stop, max(0.0, self.interval_s - (time.time() - started)))
         finally:
             await consumer.stop()
             if conn is not None:

@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 
 
-async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
-    """Until `event` is set or `timeout_s` passes; whether it is set."""
+async def wait_set(event: asyncio.Event, timeout_s: float) -> None:
+    """Until `event` is set or `timeout_s` passes."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await event.wait()
-    return event.is_set()
